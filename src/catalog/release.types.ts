@@ -1,0 +1,51 @@
+/** A file entry of a release manifest (SPEC §1). */
+export interface ManifestFile {
+  path: string;
+  size: number;
+  /** `sha256:` + 64 lowercase hex. */
+  digest: string;
+  chunkSize?: number;
+  /** Lowercase hex SHA-256 of each consecutive chunkSize slice. */
+  chunks?: string[];
+  sources: string[];
+}
+
+export interface Manifest {
+  schema: 'modelgate/release/v1';
+  model: string;
+  version: string;
+  environment: string;
+  created: string;
+  provenance?: Record<string, string>;
+  files: ManifestFile[];
+}
+
+/**
+ * How far a release is trusted:
+ * - `trusted` — signed by a signer allowed for the manifest's environment;
+ * - `untrusted_signer` — signed by a configured signer that is not allowed for that environment;
+ * - `unsigned` — a `*.json` manifest.
+ * Only `trusted` releases are served in enforce mode without break-glass.
+ */
+export type ReleaseTrust = 'trusted' | 'untrusted_signer' | 'unsigned';
+
+export interface Release {
+  model: string;
+  version: string;
+  environment: string;
+  /** `sha256:` + hex SHA-256 of the payload bytes exactly as signed (or of the .json file bytes). */
+  digest: string;
+  /** The payload bytes exactly as signed; served by the manifest endpoint. */
+  payload: Buffer;
+  manifest: Manifest;
+  /** Name of the signer whose key verified the signature; null when unsigned. */
+  signer: string | null;
+  trust: ReleaseTrust;
+  /** Catalog file it was loaded from (absolute path). */
+  sourceFile: string;
+  /** Files by path. */
+  files: Map<string, ManifestFile>;
+}
+
+/** A release reference from a URL: a version, or a release digest. */
+export type ReleaseRef = { kind: 'version'; version: string } | { kind: 'digest'; digest: string };

@@ -1,0 +1,71 @@
+import type { Readable } from 'node:stream';
+import type { StoreTimeouts } from '../config/config.types.ts';
+
+/**
+ * The contract every object store implements (file, s3, gcs, azure). The
+ * integrity engine is the only caller; it never imports a cloud SDK.
+ *
+ * Locations are the manifest's `sources` entries, verbatim:
+ * `file:relative/path`, `s3://bucket/key`, `gs://bucket/object`,
+ * `az://account/container/blob`. Locations are attacker-influenced input
+ * (anyone who can write a manifest) and only the digests decide what is
+ * accepted, but a store must still refuse a location that escapes its scope.
+ *
+ * Errors are ModelgateError with these codes:
+ * - MG_SOURCE_NOT_FOUND — the object does not exist (404).
+ * - MG_SOURCE_CHANGED — the version pin no longer matches (412 / ETag or generation changed).
+ * - MG_SOURCE_TIMEOUT — connect timed out.
+ * - MG_SOURCE_FAILED — anything else (5xx, access denied, connection refused, malformed location).
+ */
+export type StoreKind = 'file' | 's3' | 'gcs' | 'azure';
+
+/** What a store knows of an object: its size and an opaque version (ETag, generation, or file identity). */
+export interface ObjectVersion {
+  size: number;
+  version: string;
+}
+
+/** Half-open byte range [start, end). */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface ReadOptions {
+  /** Aborts the request and destroys the stream; the store must release sockets and handles at once. */
+  signal: AbortSignal;
+  /** A version from an earlier read or stat of this location; when the object no longer has it, fail MG_SOURCE_CHANGED. */
+  pin?: string;
+}
+
+export interface ReadResult {
+  /**
+   * The bytes of the range. When the object is shorter than `range.end`, the
+   * stream simply ends early (and is empty when `range.start` >= size): the
+   * integrity engine, not the store, decides that is a size mismatch. A broken
+   * connection surfaces as an 'error' event on the stream.
+   */
+  stream: Readable;
+  /** The object's version as of this read (to pin later reads). */
+  version: string;
+  /** The object's total size as of this read. */
+  size: number;
+}
+
+export interface Store {
+  readonly kind: StoreKind;
+  /** Timeouts the engine applies to this store's reads (first byte, idle); connect is applied by the store. */
+  readonly timeouts: StoreTimeouts;
+  stat(location: string, signal: AbortSignal): Promise<ObjectVersion>;
+  read(location: string, range: ByteRange, options: ReadOptions): Promise<ReadResult>;
+  close(): Promise<void>;
+}
+
+/** The store kind a location's scheme selects, or undefined for an unknown scheme. */
+export function storeKindOf(location: string): StoreKind | undefined {
+  if (location.startsWith('file:')) return 'file';
+  if (location.startsWith('s3://')) return 's3';
+  if (location.startsWith('gs://')) return 'gcs';
+  if (location.startsWith('az://')) return 'azure';
+  return undefined;
+}

@@ -1,0 +1,122 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/**
+ * Every metric of SPEC §5, in a registry created at start-up (never the global
+ * one) so tests can read it. Label values come from configuration or fixed
+ * sets, never raw request input: an unknown model is `model="unknown"`.
+ */
+export interface Metrics {
+  readonly registry: Registry;
+  readonly requests: Counter<'route' | 'outcome'>;
+  readonly requestDuration: Histogram<'route' | 'outcome'>;
+  readonly timeToFirstByte: Histogram<'store'>;
+  readonly bytesServed: Counter<'store'>;
+  readonly digestMismatches: Counter<'model' | 'environment' | 'store'>;
+  readonly authFailures: Counter<'reason'>;
+  readonly policyViolations: Counter<'environment' | 'violation' | 'mode'>;
+  readonly breakGlassRequests: Counter<'incident' | 'service_account'>;
+  readonly sourceRequests: Counter<'store' | 'outcome'>;
+  readonly inflightRequests: Gauge;
+  readonly catalogReleases: Gauge<'environment'>;
+  readonly catalogRejected: Counter<'reason'>;
+  readonly environmentEnforcing: Gauge<'environment'>;
+}
+
+/** Route label values. */
+export type Route = 'manifest' | 'file' | 'blob' | 'other';
+
+/** Store label values: the configured store kinds, plus `none` before a source was chosen. */
+export type StoreLabel = 's3' | 'gcs' | 'azure' | 'file' | 'cache' | 'none';
+
+export interface CreateMetricsOptions {
+  /** Collect Node's default process metrics (off in tests that compare whole expositions). */
+  defaultMetrics?: boolean;
+}
+
+export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    requests: new Counter({
+      name: 'modelgate_requests_total',
+      help: 'Requests by route and outcome.',
+      labelNames: ['route', 'outcome'],
+      registers,
+    }),
+    requestDuration: new Histogram({
+      name: 'modelgate_request_duration_seconds',
+      help: 'Time from request to the last byte sent (or the refusal).',
+      labelNames: ['route', 'outcome'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800],
+      registers,
+    }),
+    timeToFirstByte: new Histogram({
+      name: 'modelgate_time_to_first_byte_seconds',
+      help: 'Time from request to the first verified body byte sent, by store.',
+      labelNames: ['store'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    bytesServed: new Counter({
+      name: 'modelgate_bytes_served_total',
+      help: 'Verified body bytes written to clients, by store.',
+      labelNames: ['store'],
+      registers,
+    }),
+    digestMismatches: new Counter({
+      name: 'modelgate_digest_mismatches_total',
+      help: 'Source bytes that did not match the signed manifest (file, chunk or size).',
+      labelNames: ['model', 'environment', 'store'],
+      registers,
+    }),
+    authFailures: new Counter({
+      name: 'modelgate_auth_failures_total',
+      help: 'Refused authentications by reason (error code).',
+      labelNames: ['reason'],
+      registers,
+    }),
+    policyViolations: new Counter({
+      name: 'modelgate_policy_violations_total',
+      help: 'Policy violations by environment, violation and mode (audit violations are served, enforce ones refused).',
+      labelNames: ['environment', 'violation', 'mode'],
+      registers,
+    }),
+    breakGlassRequests: new Counter({
+      name: 'modelgate_break_glass_requests_total',
+      help: 'Requests served under a break-glass token.',
+      labelNames: ['incident', 'service_account'],
+      registers,
+    }),
+    sourceRequests: new Counter({
+      name: 'modelgate_source_requests_total',
+      help: 'Reads sent to a source store, by outcome.',
+      labelNames: ['store', 'outcome'],
+      registers,
+    }),
+    inflightRequests: new Gauge({
+      name: 'modelgate_inflight_requests',
+      help: 'Requests being handled now.',
+      registers,
+    }),
+    catalogReleases: new Gauge({
+      name: 'modelgate_catalog_releases',
+      help: 'Releases loaded in the catalog, by environment.',
+      labelNames: ['environment'],
+      registers,
+    }),
+    catalogRejected: new Counter({
+      name: 'modelgate_catalog_rejected_total',
+      help: 'Catalog files rejected at load, by reason.',
+      labelNames: ['reason'],
+      registers,
+    }),
+    environmentEnforcing: new Gauge({
+      name: 'modelgate_environment_enforcing',
+      help: '1 when the environment enforces, 0 while it is in audit mode.',
+      labelNames: ['environment'],
+      registers,
+    }),
+  };
+}
