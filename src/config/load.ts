@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
-import { parseDocument } from 'yaml';
+import { parse, parseDocument } from 'yaml';
 import type { ModelgateConfig } from './config.types.ts';
 import { configSchema } from './schema.ts';
 import { checkConfigSemantics } from './semantics.ts';
@@ -77,7 +77,7 @@ function describeAjvError(error: ErrorObject): ConfigProblem {
   }
 }
 
-/** Replaces `${NAME}` in every string value; an unset variable is a problem at that path. */
+/** Replaces `${NAME}` (or `${NAME:-default}`) in every string value; an unset variable without default is a problem at that path. */
 function substituteEnvironment(
   value: unknown,
   env: NodeJS.ProcessEnv,
@@ -85,14 +85,18 @@ function substituteEnvironment(
   problems: ConfigProblem[],
 ): unknown {
   if (typeof value === 'string') {
-    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_match, name: string) => {
-      const replacement = env[name];
+    // A value that is exactly one placeholder takes the replacement's YAML type (`port: ${PORT:-8080}` is a number).
+    const whole = /^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$/.test(value);
+    const replaced = value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_match, name: string, fallback?: string) => {
+      const replacement = env[name] === undefined || env[name] === '' ? fallback : env[name];
       if (replacement === undefined) {
         problems.push({ path: formatPath(path), message: `environment variable ${name} is not set` });
         return '';
       }
       return replacement;
     });
+    if (whole && /^(-?\d+(\.\d+)?|true|false)$/.test(replaced)) return parse(replaced) as unknown;
+    return replaced;
   }
   if (Array.isArray(value))
     return value.map((item, i) => substituteEnvironment(item, env, [...path, i], problems));

@@ -1,0 +1,169 @@
+import { createHash } from 'node:crypto';
+import { ModelgateError } from '../errors.ts';
+import type { ByteRange, StoreKind } from '../stores/store.ts';
+import type { ChunkFetcher, ChunkResult } from './chunk-fetcher.ts';
+import { digestEquals } from './digest.ts';
+import { readFromSources, type SourceSession } from './source-reader.ts';
+
+/**
+ * Where verified bytes go: the HTTP response. `write` sends the headers first
+ * if they are not sent yet and resolves when the bytes were accepted (honour
+ * backpressure). The integrity engine never sees the socket itself.
+ */
+export interface TransferTarget {
+  readonly headersSent: boolean;
+  write(bytes: Uint8Array, store: StoreKind): Promise<void>;
+  end(): Promise<void>;
+}
+
+/**
+ * What happens on a mismatch: `fail` stops (before headers the caller answers
+ * 502, after headers it destroys the connection); `report` (audit mode)
+ * reports the violation and sends the bytes anyway, except that bytes the
+ * source never sent cannot be invented: a short source still breaks the body.
+ */
+export type MismatchPolicy = 'fail' | 'report';
+
+export interface TransferOptions {
+  session: SourceSession;
+  target: TransferTarget;
+  signal: AbortSignal;
+  onMismatch: MismatchPolicy;
+  /** Called for each mismatch found (before it is thrown or, in report mode, before the bytes are sent). */
+  onViolation(error: ModelgateError): void;
+}
+
+function mismatchError(session: SourceSession, what: string, expected: string, actual: string, store: StoreKind) {
+  return new ModelgateError('MG_DIGEST_MISMATCH', `${what} of ${session.file.path} does not match: expected ${expected}, got ${actual}`, {
+    details: { file: session.file.path, expectedDigest: expected, actualDigest: actual, store },
+  });
+}
+
+function sizeError(session: SourceSession, detail: string, store: StoreKind) {
+  return new ModelgateError(
+    'MG_SIZE_MISMATCH',
+    `${session.file.path}: expected ${session.file.size} bytes, ${detail}`,
+    { details: { file: session.file.path, expectedSize: session.file.size, store } },
+  );
+}
+
+function chunkProblem(session: SourceSession, chunk: ChunkResult): ModelgateError | undefined {
+  if (chunk.verified) return undefined;
+  const size = session.file.size;
+  const chunkSize = session.file.chunkSize!;
+  if (chunk.short) {
+    return sizeError(session, `the source ended at byte ${chunk.index * chunkSize + chunk.data.byteLength}`, chunk.store);
+  }
+  if (chunk.extra) return sizeError(session, `the source holds more than ${size} bytes`, chunk.store);
+  return mismatchError(session, `chunk ${chunk.index}`, session.file.chunks![chunk.index]!, chunk.actualHex, chunk.store);
+}
+
+/**
+ * Chunk mode (SPEC §2): chunk i is read from the source, hashed and compared,
+ * and only then written, in order. Up to `readAhead` chunks are fetched in
+ * parallel, each on its own source request, so memory per transfer stays at
+ * about `readAhead × chunkSize` and throughput is not capped by one source
+ * stream. A byte range is served from the chunks that cover it.
+ */
+export async function sendChunked(options: TransferOptions & { fetcher: ChunkFetcher; range: ByteRange }) {
+  const { session, target, signal, fetcher, range } = options;
+  const chunkSize = session.file.chunkSize!;
+  if (range.end <= range.start) {
+    await target.end();
+    return { bytes: 0 };
+  }
+  const first = Math.floor(range.start / chunkSize);
+  const last = Math.floor((range.end - 1) / chunkSize);
+  const readAhead = Math.max(1, session.transfer.readAhead);
+  // A local controller stops the read-ahead when this transfer fails, without touching the caller's signal.
+  const local = new AbortController();
+  const linked = AbortSignal.any([signal, local.signal]);
+  const window: Array<Promise<ChunkResult>> = [];
+  let next = first;
+  const fill = () => {
+    while (next <= last && window.length < readAhead) {
+      const pending = fetcher.get(session, next++, linked);
+      pending.catch(() => {}); // observed when its turn comes; avoid unhandled rejections meanwhile
+      window.push(pending);
+    }
+  };
+  let bytes = 0;
+  try {
+    for (let index = first; index <= last; index++) {
+      fill();
+      const chunk = await window.shift()!;
+      const problem = chunkProblem(session, chunk);
+      if (problem) {
+        options.onViolation(problem);
+        if (options.onMismatch === 'fail' || chunk.short) throw problem;
+      }
+      const chunkStart = index * chunkSize;
+      const from = Math.max(range.start - chunkStart, 0);
+      const to = Math.min(range.end - chunkStart, chunk.data.byteLength);
+      const slice = from === 0 && to === chunk.data.byteLength ? chunk.data : chunk.data.subarray(from, to);
+      await target.write(slice, chunk.store);
+      bytes += slice.byteLength;
+    }
+    await target.end();
+    return { bytes };
+  } finally {
+    local.abort(new Error('transfer finished'));
+  }
+}
+
+/**
+ * Whole-file mode (no `chunks`): one sequential read, hashed as it streams,
+ * with the last buffer held back until the whole-file digest and size
+ * matched, so a client never receives a complete body that did not verify.
+ * A broken or stalled source is resumed from the bytes already hashed.
+ */
+export async function sendWholeFile(options: TransferOptions) {
+  const { session, target, signal } = options;
+  const size = session.file.size;
+  const hash = createHash('sha256');
+  let offset = 0;
+  let extra = false;
+  let held: { bytes: Uint8Array; store: StoreKind } | undefined;
+  let bytes = 0;
+  const send = async (next: { bytes: Uint8Array; store: StoreKind } | undefined) => {
+    if (held) {
+      await target.write(held.bytes, held.store);
+      bytes += held.bytes.byteLength;
+    }
+    held = next;
+  };
+  const store = await readFromSources(
+    session,
+    // One byte past the end proves the object is not longer than the manifest says.
+    { start: 0, end: size + 1 },
+    {
+      async onData(buffer, _offset, from) {
+        let piece = buffer;
+        if (offset + piece.length > size) {
+          extra = true;
+          piece = piece.subarray(0, size - offset);
+        }
+        if (piece.length === 0) return;
+        hash.update(piece);
+        offset += piece.length;
+        await send({ bytes: piece, store: from });
+      },
+      resumeOffset: () => offset,
+    },
+    signal,
+  );
+  let problem: ModelgateError | undefined;
+  const actual = hash.digest();
+  if (offset < size) problem = sizeError(session, `the source ended at byte ${offset}`, store);
+  else if (extra) problem = sizeError(session, `the source holds more than ${size} bytes`, store);
+  else if (!digestEquals(actual, session.file.digest.slice(7))) {
+    problem = mismatchError(session, 'the file', session.file.digest, `sha256:${actual.toString('hex')}`, store);
+  }
+  if (problem) {
+    options.onViolation(problem);
+    if (options.onMismatch === 'fail' || offset < size) throw problem;
+  }
+  await send(undefined);
+  await target.end();
+  return { bytes };
+}
