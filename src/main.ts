@@ -7,7 +7,14 @@ import { serveCommand } from './commands/serve.ts';
 import { signCommand } from './commands/sign.ts';
 import { verifyCommand } from './commands/verify.ts';
 
-const commands: Command[] = [serveCommand, fetchCommand, keygenCommand, signCommand, verifyCommand, breakGlassCommand];
+const commands: Command[] = [
+  serveCommand,
+  fetchCommand,
+  keygenCommand,
+  signCommand,
+  verifyCommand,
+  breakGlassCommand,
+];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -48,7 +55,9 @@ main(process.argv.slice(2)).then(
     setTimeout(() => process.exit(code), 2000).unref();
   },
   (error: unknown) => {
-    process.stderr.write(`modelgate: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.stderr.write(
+      `modelgate: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
     process.exit(1);
   },
 );

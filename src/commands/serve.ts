@@ -37,7 +37,11 @@ export const serveCommand: Command = {
     try {
       ({ values } = parseArgs({
         args,
-        options: { config: { type: 'string' }, demo: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+        options: {
+          config: { type: 'string' },
+          demo: { type: 'boolean' },
+          help: { type: 'boolean', short: 'h' },
+        },
       }));
     } catch (error) {
       process.stderr.write(`modelgate serve: ${(error as Error).message}\n`);
@@ -103,7 +107,10 @@ export const serveCommand: Command = {
     });
     process.off('SIGHUP', onHup);
     const grace = config.limits.shutdownGraceSeconds;
-    logger.info({ event: 'shutdown', signal, inflight: app.activeTransfers(), graceSeconds: grace }, 'shutting down');
+    logger.info(
+      { event: 'shutdown', signal, inflight: app.activeTransfers(), graceSeconds: grace },
+      'shutting down',
+    );
     const cut = await app.shutdown(grace);
     logger.info({ event: 'stopped', cutTransfers: cut }, 'modelgate stopped');
     logger.flush();

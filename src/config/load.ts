@@ -87,14 +87,17 @@ function substituteEnvironment(
   if (typeof value === 'string') {
     // A value that is exactly one placeholder takes the replacement's YAML type (`port: ${PORT:-8080}` is a number).
     const whole = /^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$/.test(value);
-    const replaced = value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_match, name: string, fallback?: string) => {
-      const replacement = env[name] === undefined || env[name] === '' ? fallback : env[name];
-      if (replacement === undefined) {
-        problems.push({ path: formatPath(path), message: `environment variable ${name} is not set` });
-        return '';
-      }
-      return replacement;
-    });
+    const replaced = value.replace(
+      /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g,
+      (_match, name: string, fallback?: string) => {
+        const replacement = env[name] === undefined || env[name] === '' ? fallback : env[name];
+        if (replacement === undefined) {
+          problems.push({ path: formatPath(path), message: `environment variable ${name} is not set` });
+          return '';
+        }
+        return replacement;
+      },
+    );
     if (whole && /^(-?\d+(\.\d+)?|true|false)$/.test(replaced)) return parse(replaced) as unknown;
     return replaced;
   }

@@ -29,6 +29,13 @@ interface InFlight {
 export interface ChunkFetcher {
   /** The chunk, verified or not (the caller decides what a mismatch means). Shared by concurrent callers. */
   get(session: SourceSession, index: number, signal: AbortSignal): Promise<ChunkResult>;
+  /**
+   * Marks a transfer of this file as running until the returned function is
+   * called. Verified chunks are cached only while two or more transfers of a
+   * file run: a lone stream never re-reads a chunk, so caching it would only
+   * grow memory (one 2 GiB stream stays at about readAhead × chunkSize).
+   */
+  track(fileDigest: string): () => void;
   stats(): { sourceReads: number; cacheHits: number; shared: number };
 }
 
@@ -48,6 +55,7 @@ export function createChunkFetcher(options: { hasher: Hasher; cacheBytes: number
         })
       : undefined;
   const inflight = new Map<string, InFlight>();
+  const running = new Map<string, number>();
   let sourceReads = 0;
   let cacheHits = 0;
   let shared = 0;
@@ -114,7 +122,7 @@ export function createChunkFetcher(options: { hasher: Hasher; cacheBytes: number
       } else {
         const controller = new AbortController();
         const promise = read(session, index, controller.signal).then((result) => {
-          if (result.verified) cache?.set(cacheKey, result);
+          if (result.verified && (running.get(file.digest) ?? 0) > 1) cache?.set(cacheKey, result);
           return result;
         });
         const created: InFlight = { promise, controller, waiters: 0 };
@@ -153,6 +161,17 @@ export function createChunkFetcher(options: { hasher: Hasher; cacheBytes: number
           },
         );
       });
+    },
+    track(fileDigest) {
+      running.set(fileDigest, (running.get(fileDigest) ?? 0) + 1);
+      let done = false;
+      return () => {
+        if (done) return;
+        done = true;
+        const left = (running.get(fileDigest) ?? 1) - 1;
+        if (left > 0) running.set(fileDigest, left);
+        else running.delete(fileDigest);
+      };
     },
     stats: () => ({ sourceReads, cacheHits, shared }),
   };

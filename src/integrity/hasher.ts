@@ -68,7 +68,11 @@ export function createWorkerHasher(size = Math.max(1, Math.min(4, availableParal
         return Promise.resolve({ data, digest: createHash('sha256').update(data).digest() });
       }
       let owned = data;
-      if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength || !(data.buffer instanceof ArrayBuffer)) {
+      if (
+        data.byteOffset !== 0 ||
+        data.byteLength !== data.buffer.byteLength ||
+        !(data.buffer instanceof ArrayBuffer)
+      ) {
         owned = new Uint8Array(data.byteLength);
         owned.set(data);
       }

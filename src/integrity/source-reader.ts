@@ -1,10 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { TransferConfig } from '../config/config.types.ts';
 import type { ManifestFile } from '../catalog/release.types.ts';
+import type { TransferConfig } from '../config/config.types.ts';
 import { isModelgateError, ModelgateError } from '../errors.ts';
+import type { ByteRange, ReadResult, Store, StoreKind } from '../stores/store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
-import type { ByteRange, ReadResult, Store, StoreKind } from '../stores/store.ts';
 
 /** What the engine needs of the configured stores. */
 export interface StoreLookup {
@@ -118,7 +118,10 @@ export async function readFromSources(
     const location = sources[index]!;
     const store = session.stores.forLocation(location);
     if (!store) {
-      lastError = new ModelgateError('MG_SOURCE_FAILED', `no store is configured for ${location.split(':')[0]}: sources`);
+      lastError = new ModelgateError(
+        'MG_SOURCE_FAILED',
+        `no store is configured for ${location.split(':')[0]}: sources`,
+      );
       allNotFound = false;
       continue;
     }
@@ -127,7 +130,14 @@ export async function readFromSources(
     for (;;) {
       signal.throwIfAborted();
       try {
-        await readOnce(session, store, location, { start: sink.resumeOffset(), end: range.end }, sink, signal);
+        await readOnce(
+          session,
+          store,
+          location,
+          { start: sink.resumeOffset(), end: range.end },
+          sink,
+          signal,
+        );
         session.preferred = index;
         session.lastStore = store.kind;
         return store.kind;
@@ -139,7 +149,13 @@ export async function readFromSources(
         lastError = cause;
         if (!isModelgateError(cause, 'MG_SOURCE_NOT_FOUND')) allNotFound = false;
         session.logger.warn(
-          { event: 'source_error', location, store: store.kind, code: (cause as ModelgateError).code, err: String(cause) },
+          {
+            event: 'source_error',
+            location,
+            store: store.kind,
+            code: (cause as ModelgateError).code,
+            err: String(cause),
+          },
           'source read failed',
         );
         if (error instanceof MidStreamError && retriesLeft > 0) {
@@ -153,7 +169,9 @@ export async function readFromSources(
     }
   }
   if (isModelgateError(lastError) && (allNotFound || lastError.code === 'MG_SOURCE_TIMEOUT')) throw lastError;
-  throw new ModelgateError('MG_SOURCE_FAILED', `every source of ${session.file.path} failed`, { cause: lastError });
+  throw new ModelgateError('MG_SOURCE_FAILED', `every source of ${session.file.path} failed`, {
+    cause: lastError,
+  });
 }
 
 async function readOnce(
@@ -169,7 +187,11 @@ async function readOnce(
   let result: ReadResult | undefined;
   try {
     const pin = session.pins.get(location);
-    result = await store.read(location, range, pin === undefined ? { signal: guard.signal } : { signal: guard.signal, pin });
+    result = await store.read(
+      location,
+      range,
+      pin === undefined ? { signal: guard.signal } : { signal: guard.signal, pin },
+    );
     if (pin === undefined) session.pins.set(location, result.version);
     for await (const buffer of result.stream as AsyncIterable<Buffer>) {
       guard.data();
@@ -189,7 +211,9 @@ async function readOnce(
       : error;
     if (received > 0 && !isModelgateError(cause, 'MG_SOURCE_CHANGED')) throw new MidStreamError(cause);
     if (cause instanceof ModelgateError || signal.aborted) throw cause;
-    throw new ModelgateError('MG_SOURCE_FAILED', `source ${location} failed: ${String(error)}`, { cause: error });
+    throw new ModelgateError('MG_SOURCE_FAILED', `source ${location} failed: ${String(error)}`, {
+      cause: error,
+    });
   } finally {
     guard.done();
   }

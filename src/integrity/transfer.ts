@@ -33,10 +33,20 @@ export interface TransferOptions {
   onViolation(error: ModelgateError): void;
 }
 
-function mismatchError(session: SourceSession, what: string, expected: string, actual: string, store: StoreKind) {
-  return new ModelgateError('MG_DIGEST_MISMATCH', `${what} of ${session.file.path} does not match: expected ${expected}, got ${actual}`, {
-    details: { file: session.file.path, expectedDigest: expected, actualDigest: actual, store },
-  });
+function mismatchError(
+  session: SourceSession,
+  what: string,
+  expected: string,
+  actual: string,
+  store: StoreKind,
+) {
+  return new ModelgateError(
+    'MG_DIGEST_MISMATCH',
+    `${what} of ${session.file.path} does not match: expected ${expected}, got ${actual}`,
+    {
+      details: { file: session.file.path, expectedDigest: expected, actualDigest: actual, store },
+    },
+  );
 }
 
 function sizeError(session: SourceSession, detail: string, store: StoreKind) {
@@ -52,10 +62,20 @@ function chunkProblem(session: SourceSession, chunk: ChunkResult): ModelgateErro
   const size = session.file.size;
   const chunkSize = session.file.chunkSize!;
   if (chunk.short) {
-    return sizeError(session, `the source ended at byte ${chunk.index * chunkSize + chunk.data.byteLength}`, chunk.store);
+    return sizeError(
+      session,
+      `the source ended at byte ${chunk.index * chunkSize + chunk.data.byteLength}`,
+      chunk.store,
+    );
   }
   if (chunk.extra) return sizeError(session, `the source holds more than ${size} bytes`, chunk.store);
-  return mismatchError(session, `chunk ${chunk.index}`, session.file.chunks![chunk.index]!, chunk.actualHex, chunk.store);
+  return mismatchError(
+    session,
+    `chunk ${chunk.index}`,
+    session.file.chunks![chunk.index]!,
+    chunk.actualHex,
+    chunk.store,
+  );
 }
 
 /**
@@ -78,6 +98,7 @@ export async function sendChunked(options: TransferOptions & { fetcher: ChunkFet
   // A local controller stops the read-ahead when this transfer fails, without touching the caller's signal.
   const local = new AbortController();
   const linked = AbortSignal.any([signal, local.signal]);
+  const untrack = fetcher.track(session.file.digest);
   const window: Array<Promise<ChunkResult>> = [];
   let next = first;
   const fill = () => {
@@ -107,6 +128,7 @@ export async function sendChunked(options: TransferOptions & { fetcher: ChunkFet
     await target.end();
     return { bytes };
   } finally {
+    untrack();
     local.abort(new Error('transfer finished'));
   }
 }
@@ -157,7 +179,13 @@ export async function sendWholeFile(options: TransferOptions) {
   if (offset < size) problem = sizeError(session, `the source ended at byte ${offset}`, store);
   else if (extra) problem = sizeError(session, `the source holds more than ${size} bytes`, store);
   else if (!digestEquals(actual, session.file.digest.slice(7))) {
-    problem = mismatchError(session, 'the file', session.file.digest, `sha256:${actual.toString('hex')}`, store);
+    problem = mismatchError(
+      session,
+      'the file',
+      session.file.digest,
+      `sha256:${actual.toString('hex')}`,
+      store,
+    );
   }
   if (problem) {
     options.onViolation(problem);

@@ -90,7 +90,9 @@ export async function createApp(options: AppOptions): Promise<App> {
   const breakGlass = await createBreakGlassVerifier({ config: config.breakGlass, clock });
   const workers = config.transfer.hashWorkers;
   const hasher: Hasher =
-    workers === false ? createInlineHasher() : createWorkerHasher(typeof workers === 'number' ? workers : undefined);
+    workers === false
+      ? createInlineHasher()
+      : createWorkerHasher(typeof workers === 'number' ? workers : undefined);
   const fetcher = createChunkFetcher({ hasher, cacheBytes: config.transfer.chunkCacheBytes });
 
   let active = 0;
@@ -171,7 +173,10 @@ export async function createApp(options: AppOptions): Promise<App> {
       (data as unknown as { setSecureContext(o: object): void }).setSecureContext(readTls(tls));
       logger.info({ event: 'tls_reloaded', cert: tls.cert }, 'TLS certificate reloaded');
     } catch (error) {
-      logger.error({ event: 'tls_reload_failed', err: String(error) }, 'TLS reload failed; keeping the previous certificate');
+      logger.error(
+        { event: 'tls_reload_failed', err: String(error) },
+        'TLS reload failed; keeping the previous certificate',
+      );
     }
   };
 

@@ -81,7 +81,10 @@ function breakGlassHeader(req: IncomingMessage): string | undefined {
   const all = req.headersDistinct['modelgate-break-glass'];
   if (!all) return undefined;
   if (all.length !== 1 || all[0]!.length > MAX_BREAK_GLASS_HEADER) {
-    throw new ModelgateError('MG_BREAK_GLASS_MALFORMED', 'send exactly one Modelgate-Break-Glass header of at most 16 KiB');
+    throw new ModelgateError(
+      'MG_BREAK_GLASS_MALFORMED',
+      'send exactly one Modelgate-Break-Glass header of at most 16 KiB',
+    );
   }
   return all[0]!;
 }
@@ -106,7 +109,12 @@ function matchesIfNoneMatch(header: string | undefined, etag: string): boolean {
 export function createHandler(deps: HandlerDeps) {
   const { metrics, logger } = deps;
 
-  async function authorizeRelease(record: RequestRecord, req: IncomingMessage, release: Release, refIsVersion: boolean) {
+  async function authorizeRelease(
+    record: RequestRecord,
+    req: IncomingMessage,
+    release: Release,
+    refIsVersion: boolean,
+  ) {
     const principal = record.principal!;
     const token = breakGlassHeader(req);
     const environment = deps.policy.stateOf(release.environment);
@@ -126,15 +134,24 @@ export function createHandler(deps: HandlerDeps) {
     if (refIsVersion && environment.digestRefsOnly) {
       violations.push([
         'mutable_reference',
-        new ModelgateError('MG_DIGEST_REF_REQUIRED', `environment ${environment.name} requires a sha256: release reference`),
+        new ModelgateError(
+          'MG_DIGEST_REF_REQUIRED',
+          `environment ${environment.name} requires a sha256: release reference`,
+        ),
       ]);
     }
     if (release.trust === 'unsigned') {
-      violations.push(['unsigned_release', new ModelgateError('MG_RELEASE_UNSIGNED', 'the release manifest is not signed')]);
+      violations.push([
+        'unsigned_release',
+        new ModelgateError('MG_RELEASE_UNSIGNED', 'the release manifest is not signed'),
+      ]);
     } else if (release.trust === 'untrusted_signer') {
       violations.push([
         'untrusted_signer',
-        new ModelgateError('MG_SIGNER_UNTRUSTED', `signer ${release.signer} is not trusted for environment ${release.environment}`),
+        new ModelgateError(
+          'MG_SIGNER_UNTRUSTED',
+          `signer ${release.signer} is not trusted for environment ${release.environment}`,
+        ),
       ]);
     }
     for (const [violation, error] of violations) {
@@ -196,11 +213,19 @@ export function createHandler(deps: HandlerDeps) {
     };
   }
 
-  async function serveFile(record: RequestRecord, req: IncomingMessage, res: ServerResponse, file: ManifestFile) {
+  async function serveFile(
+    record: RequestRecord,
+    req: IncomingMessage,
+    res: ServerResponse,
+    file: ManifestFile,
+  ) {
     record.file = file;
     const headers = fileHeaders(record, file);
     if (matchesIfNoneMatch(req.headers['if-none-match'], headers.ETag!)) {
-      res.writeHead(304, { ETag: headers.ETag!, 'Modelgate-Release-Digest': headers['Modelgate-Release-Digest']! });
+      res.writeHead(304, {
+        ETag: headers.ETag!,
+        'Modelgate-Release-Digest': headers['Modelgate-Release-Digest']!,
+      });
       res.end();
       record.status = 304;
       return;
@@ -218,7 +243,9 @@ export function createHandler(deps: HandlerDeps) {
       return;
     }
     if (!deps.admission.tryAcquire()) {
-      throw new ModelgateError('MG_OVERLOADED', 'too many transfers in flight', { headers: { 'Retry-After': '1' } });
+      throw new ModelgateError('MG_OVERLOADED', 'too many transfers in flight', {
+        headers: { 'Retry-After': '1' },
+      });
     }
     const controller = new AbortController();
     const onClose = () => {
@@ -266,12 +293,20 @@ export function createHandler(deps: HandlerDeps) {
       onViolation: (error: ModelgateError) => {
         const store = String(error.details.store ?? 'none');
         metrics.digestMismatches.inc({ model: record.release!.model, environment: environment.name, store });
-        recordViolation(record, error.code === 'MG_SIZE_MISMATCH' ? 'size_mismatch' : 'digest_mismatch', error);
+        recordViolation(
+          record,
+          error.code === 'MG_SIZE_MISMATCH' ? 'size_mismatch' : 'digest_mismatch',
+          error,
+        );
       },
     };
     try {
       if (file.chunks) {
-        await sendChunked({ ...options, fetcher: deps.fetcher, range: range ?? { start: 0, end: file.size } });
+        await sendChunked({
+          ...options,
+          fetcher: deps.fetcher,
+          range: range ?? { start: 0, end: file.size },
+        });
       } else {
         await sendWholeFile(options);
       }
@@ -334,7 +369,8 @@ export function createHandler(deps: HandlerDeps) {
       release = deps.catalog.resolve(route.model, route.ref);
     } catch (error) {
       // A caller with no grant for this model learns nothing about it, break-glass header or not.
-      if (!mayReadModel(record.principal, route.model)) throw new ModelgateError('MG_NOT_GRANTED', 'not granted');
+      if (!mayReadModel(record.principal, route.model))
+        throw new ModelgateError('MG_NOT_GRANTED', 'not granted');
       throw error;
     }
     record.release = release;
@@ -367,7 +403,12 @@ export function createHandler(deps: HandlerDeps) {
     return record.status === 304 ? ('not_modified' as const) : ('served' as const);
   }
 
-  function audit(record: RequestRecord, outcome: string, durationSeconds: number, method: string | undefined) {
+  function audit(
+    record: RequestRecord,
+    outcome: string,
+    durationSeconds: number,
+    method: string | undefined,
+  ) {
     const release = record.release;
     const line = {
       event: 'retrieval',
@@ -442,7 +483,8 @@ export function createHandler(deps: HandlerDeps) {
         res.destroy();
       } else {
         const failure = toModelgateError(error);
-        if (failure.code === 'MG_INTERNAL') logger.error({ err: error, requestId: record.requestId }, 'internal error');
+        if (failure.code === 'MG_INTERNAL')
+          logger.error({ err: error, requestId: record.requestId }, 'internal error');
         if (failure.outcome === 'unauthenticated') metrics.authFailures.inc({ reason: failure.code });
         respondError(record, res, failure);
       }

@@ -11,7 +11,10 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
   if (header === undefined) return undefined;
   const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (!match) {
-    throw new ModelgateError('MG_BAD_RANGE', header.includes(',') ? 'only one range per request is supported' : 'malformed Range header');
+    throw new ModelgateError(
+      'MG_BAD_RANGE',
+      header.includes(',') ? 'only one range per request is supported' : 'malformed Range header',
+    );
   }
   const [, first = '', last = ''] = match;
   if (first === '' && last === '') throw new ModelgateError('MG_BAD_RANGE', 'malformed Range header');
@@ -26,7 +29,8 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
   }
   const start = Number(first);
   const end = last === '' ? size - 1 : Number(last);
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end)) throw new ModelgateError('MG_BAD_RANGE', 'range out of bounds');
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end))
+    throw new ModelgateError('MG_BAD_RANGE', 'range out of bounds');
   if (last !== '' && end < start) throw new ModelgateError('MG_BAD_RANGE', 'range end precedes its start');
   if (start >= size) throw unsatisfiable();
   return { start, end: Math.min(end, size - 1) + 1 };

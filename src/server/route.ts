@@ -23,7 +23,10 @@ function parseRef(raw: string): ReleaseRef {
   const value = decodeSegment(raw, 'MG_BAD_REFERENCE');
   if (value.startsWith('sha256:')) {
     if (!isSha256Hex(value.slice(7))) {
-      throw new ModelgateError('MG_BAD_REFERENCE', 'a release digest is sha256: followed by 64 lowercase hex digits');
+      throw new ModelgateError(
+        'MG_BAD_REFERENCE',
+        'a release digest is sha256: followed by 64 lowercase hex digits',
+      );
     }
     return { kind: 'digest', digest: value };
   }
@@ -56,7 +59,10 @@ export function parseRoute(rawTarget: string): ApiRoute {
     if (rest.length !== 1) throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');
     const digest = decodeSegment(rest[0]!, 'MG_BAD_REFERENCE');
     if (!digest.startsWith('sha256:') || !isSha256Hex(digest.slice(7))) {
-      throw new ModelgateError('MG_BAD_REFERENCE', 'a blob digest is sha256: followed by 64 lowercase hex digits');
+      throw new ModelgateError(
+        'MG_BAD_REFERENCE',
+        'a blob digest is sha256: followed by 64 lowercase hex digits',
+      );
     }
     return { kind: 'blob', model, digest };
   }
@@ -64,7 +70,8 @@ export function parseRoute(rawTarget: string): ApiRoute {
   if (rest.length === 0 || rest[0] === '') throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');
   const ref = parseRef(rest[0]!);
   if (rest.length === 1) return { kind: 'manifest', model, ref };
-  if (rest[1] !== 'files' || rest.length < 3) throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');
+  if (rest[1] !== 'files' || rest.length < 3)
+    throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');
   const fileSegments = rest.slice(2).map((raw) => {
     const segment = decodeSegment(raw, 'MG_BAD_PATH');
     if (
@@ -76,7 +83,10 @@ export function parseRoute(rawTarget: string): ApiRoute {
       segment.includes('\0') ||
       raw.includes('\\')
     ) {
-      throw new ModelgateError('MG_BAD_PATH', 'file paths may not contain empty, . or .. segments, encoded slashes, backslashes or NUL');
+      throw new ModelgateError(
+        'MG_BAD_PATH',
+        'file paths may not contain empty, . or .. segments, encoded slashes, backslashes or NUL',
+      );
     }
     return segment;
   });

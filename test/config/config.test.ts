@@ -53,7 +53,7 @@ describe('configuration loading', () => {
       assert.equal(config.catalog.pollSeconds, 30);
     });
 
-    it('replaces ${NAME} and ${NAME:-default}, typed when the value is one placeholder', () => {
+    it('replaces environment placeholders, typed when the value is one placeholder', () => {
       const text = `${VALID}\nlisten:\n  address: \${ADDR}\n  port: \${PORT:-8443}\n`;
       const config = parseConfig(text, '/x/m.yaml', { ADDR: '0.0.0.0' });
       assert.equal(config.listen.address, '0.0.0.0');
@@ -76,9 +76,17 @@ listen: { port: "eighty", colour: blue }
     it('reports unset environment variables and cross-reference errors', () => {
       const text = `${VALID}\nlisten:\n  address: \${NOPE}\n`;
       const problems = problemsOf(text);
-      assert.ok(problems.includes('listen.address: environment variable NOPE is not set'), problems.join('\n'));
-      const semantic = problemsOf(VALID.replace('    issuer: prod\n    subject', '    issuer: staging\n    subject'));
-      assert.ok(semantic.includes('serviceAccounts[0].issuer: no issuer named "staging"'), semantic.join('\n'));
+      assert.ok(
+        problems.includes('listen.address: environment variable NOPE is not set'),
+        problems.join('\n'),
+      );
+      const semantic = problemsOf(
+        VALID.replace('    issuer: prod\n    subject', '    issuer: staging\n    subject'),
+      );
+      assert.ok(
+        semantic.includes('serviceAccounts[0].issuer: no issuer named "staging"'),
+        semantic.join('\n'),
+      );
     });
 
     it('refuses service accounts that could match the same token', () => {
@@ -88,11 +96,17 @@ listen: { port: "eighty", colour: blue }
     grants: []
 `;
       const problems = problemsOf(text);
-      assert.ok(problems.some((p) => p.startsWith('serviceAccounts[1]: could match the same tokens')), problems.join('\n'));
+      assert.ok(
+        problems.some((p) => p.startsWith('serviceAccounts[1]: could match the same tokens')),
+        problems.join('\n'),
+      );
     });
 
     it('refuses plain http key URLs except on loopback', () => {
-      const text = VALID.replace('jwksFile: ./keys/issuer.jwks.json', 'jwksUri: http://oidc.example.com/keys');
+      const text = VALID.replace(
+        'jwksFile: ./keys/issuer.jwks.json',
+        'jwksUri: http://oidc.example.com/keys',
+      );
       assert.ok(problemsOf(text).some((p) => p.startsWith('issuers[0].jwksUri: must be an https: URL')));
       const loopback = VALID.replace('jwksFile: ./keys/issuer.jwks.json', 'jwksUri: http://127.0.0.1:9/keys');
       assert.deepEqual(problemsOf(loopback), []);
@@ -118,7 +132,9 @@ listen: { port: "eighty", colour: blue }
     });
 
     it('exits 2 with a clear message for a missing file', () => {
-      const run = spawnSync(process.execPath, [MAIN, 'serve', '--config', join(dir, 'nope.yaml')], { encoding: 'utf8' });
+      const run = spawnSync(process.execPath, [MAIN, 'serve', '--config', join(dir, 'nope.yaml')], {
+        encoding: 'utf8',
+      });
       assert.equal(run.status, 2);
       assert.match(run.stderr, /cannot read file/);
     });

@@ -13,7 +13,11 @@ export interface RawResponse {
  * connection mid-body (fetch would throw and lose them). Fail-closed tests
  * assert on exactly those bytes.
  */
-export function rawGet(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<RawResponse> {
+export function rawGet(
+  url: string,
+  headers: Record<string, string> = {},
+  method = 'GET',
+): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method, headers, agent: false }, (res) => {
       const parts: Buffer[] = [];

@@ -8,7 +8,14 @@ import { parseConfig } from '../../src/config/load.ts';
 import { type App, createApp } from '../../src/server/app.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
-import { buildManifest, createSigner, releaseDigest, signRelease, type TestFile, type TestSigner } from './releases.ts';
+import {
+  buildManifest,
+  createSigner,
+  releaseDigest,
+  signRelease,
+  type TestFile,
+  type TestSigner,
+} from './releases.ts';
 import { generateTestKey, mintKubernetesToken, type TestKey, writeJwksFile } from './tokens.ts';
 
 export const ISSUER = 'https://issuer.test.modelgate.invalid';
@@ -38,7 +45,10 @@ export interface Harness {
   /** Overwrites a file in the file store root. */
   writeSource(relativePath: string, bytes: Buffer): Promise<void>;
   /** GET/HEAD through the proxy with the default token unless `token` is given (null = none). */
-  request(path: string, init?: { method?: string; headers?: Record<string, string>; token?: string | null }): Promise<Response>;
+  request(
+    path: string,
+    init?: { method?: string; headers?: Record<string, string>; token?: string | null },
+  ): Promise<Response>;
   metric(name: string, labels?: Record<string, string>): Promise<number>;
   stop(): Promise<void>;
 }
@@ -64,7 +74,9 @@ export interface HarnessOptions {
 }
 
 /** Starts a real proxy in this process on 127.0.0.1:0 with a file store, an issuer and a signer. */
-export async function startHarness(options: HarnessOptions = {}): Promise<Harness & { extraSigners: TestSigner[] }> {
+export async function startHarness(
+  options: HarnessOptions = {},
+): Promise<Harness & { extraSigners: TestSigner[] }> {
   const dir = await mkdtemp(join(tmpdir(), 'modelgate-test-'));
   const root = join(dir, 'models');
   const catalogDir = join(dir, 'releases');
@@ -79,7 +91,9 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     admin: { address: '127.0.0.1', port: 0 },
     stores: { file: { root } },
     catalog: { dir: catalogDir, pollSeconds: 0 },
-    issuers: [{ name: 'test', issuer: ISSUER, jwksFile: issuerJwks, audiences: ['modelgate'], algorithms: ['RS256'] }],
+    issuers: [
+      { name: 'test', issuer: ISSUER, jwksFile: issuerJwks, audiences: ['modelgate'], algorithms: ['RS256'] },
+    ],
     serviceAccounts: [
       {
         name: 'fraud-inference',
@@ -96,7 +110,11 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     ],
     signers: [
       { name: 'release', jwksFile: signer.jwksFile, environments: ['prod', 'staging'] },
-      ...extraSigners.map((s, i) => ({ name: s.name, jwksFile: s.jwksFile, environments: options.signers![i]!.environments })),
+      ...extraSigners.map((s, i) => ({
+        name: s.name,
+        jwksFile: s.jwksFile,
+        environments: options.signers![i]!.environments,
+      })),
     ],
     environments: options.environments ?? { prod: { mode: 'enforce', digestRefsOnly: false } },
     transfer: { retryBackoffMs: 10 },
@@ -115,7 +133,12 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   });
   const logger = createLogger({ level: 'debug', destination });
   const metrics = createMetrics({ defaultMetrics: false });
-  const app = await createApp({ config: parsed, logger, metrics, ...(options.clock ? { clock: options.clock } : {}) });
+  const app = await createApp({
+    config: parsed,
+    logger,
+    metrics,
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
   const { dataUrl, adminUrl } = await app.start();
   const defaultToken = await mintKubernetesToken(issuerKey, { issuer: ISSUER });
 
@@ -169,7 +192,10 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
         const { sha256Digest } = await import('../../src/catalog/signature.ts');
         digest = sha256Digest(Buffer.from(jws));
       } else {
-        jws = await signRelease(manifest, input.signedBy && input.signedBy !== 'signer' ? input.signedBy : signer);
+        jws = await signRelease(
+          manifest,
+          input.signedBy && input.signedBy !== 'signer' ? input.signedBy : signer,
+        );
         await writeFile(join(catalogDir, `${name}.jws`), jws);
         digest = releaseDigest(jws);
       }

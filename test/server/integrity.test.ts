@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { type Harness, randomBytesSeeded, startHarness } from '../helpers/proxy.ts';
 import { rawGet } from '../helpers/http.ts';
+import { type Harness, randomBytesSeeded, startHarness } from '../helpers/proxy.ts';
 
 const MiB = 1024 * 1024;
 
@@ -12,7 +12,12 @@ describe('fail-closed verified streaming', () => {
   });
   after(() => h.stop());
 
-  async function release(version: string, bytes: Buffer, sourceBytes: Buffer, chunkSize: number | null = MiB) {
+  async function release(
+    version: string,
+    bytes: Buffer,
+    sourceBytes: Buffer,
+    chunkSize: number | null = MiB,
+  ) {
     const { digest } = await h.addRelease({
       model: 'fraud-detector',
       version,
@@ -39,7 +44,10 @@ describe('fail-closed verified streaming', () => {
       assert.equal(res.body.length, k * MiB);
       assert.ok(res.body.equals(original.subarray(0, k * MiB)));
       assert.equal(await h.metric('modelgate_digest_mismatches_total'), before + 1);
-      assert.equal(await h.metric('modelgate_requests_total', { route: 'file', outcome: 'integrity_failure' }) >= 1, true);
+      assert.equal(
+        (await h.metric('modelgate_requests_total', { route: 'file', outcome: 'integrity_failure' })) >= 1,
+        true,
+      );
     });
   });
 

@@ -7,19 +7,22 @@ import { type Harness, randomBytesSeeded, startHarness } from '../helpers/proxy.
 function rawStatus(url: string, target: string, token: string): Promise<{ status: number; code?: string }> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
-    const req = request({ hostname, port, path: target, headers: { authorization: `Bearer ${token}` } }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => {
-        body += d.toString();
-      });
-      res.on('end', () => {
-        let code: string | undefined;
-        try {
-          code = (JSON.parse(body) as { error?: { code: string } }).error?.code;
-        } catch {}
-        resolve({ status: res.statusCode ?? 0, ...(code ? { code } : {}) });
-      });
-    });
+    const req = request(
+      { hostname, port, path: target, headers: { authorization: `Bearer ${token}` } },
+      (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => {
+          body += d.toString();
+        });
+        res.on('end', () => {
+          let code: string | undefined;
+          try {
+            code = (JSON.parse(body) as { error?: { code: string } }).error?.code;
+          } catch {}
+          resolve({ status: res.statusCode ?? 0, ...(code ? { code } : {}) });
+        });
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -77,7 +80,11 @@ describe('routing and request validation', () => {
     for (const attempt of attempts) {
       it(`refuses ${attempt} with 400`, async () => {
         const token = await h.token();
-        const res = await rawStatus(h.url, `/v1/models/team/vision/resnet/releases/${digest}${attempt}`, token);
+        const res = await rawStatus(
+          h.url,
+          `/v1/models/team/vision/resnet/releases/${digest}${attempt}`,
+          token,
+        );
         assert.equal(res.status, 400);
         assert.ok(res.code === 'MG_BAD_PATH' || res.code === 'MG_BAD_REFERENCE', String(res.code));
       });
@@ -125,17 +132,26 @@ describe('routing and request validation', () => {
       assert.equal(none.status, 401);
       assert.equal(none.headers.get('www-authenticate'), 'Bearer error="invalid_token"');
       const stranger = await h.token({ namespace: 'nobody' });
-      const unmapped = await h.request(`/v1/models/team/vision/resnet/releases/${digest}`, { token: stranger });
+      const unmapped = await h.request(`/v1/models/team/vision/resnet/releases/${digest}`, {
+        token: stranger,
+      });
       assert.equal(unmapped.status, 403);
-      assert.equal(((await unmapped.json()) as { error: { code: string } }).error.code, 'MG_IDENTITY_UNMAPPED');
+      assert.equal(
+        ((await unmapped.json()) as { error: { code: string } }).error.code,
+        'MG_IDENTITY_UNMAPPED',
+      );
     });
   });
 
   describe('when a request id is sent', () => {
     it('echoes a well-formed one and replaces a malformed one', async () => {
-      const ok = await h.request(`/v1/models/team/vision/resnet/releases/${digest}`, { headers: { 'x-request-id': 'abc-123' } });
+      const ok = await h.request(`/v1/models/team/vision/resnet/releases/${digest}`, {
+        headers: { 'x-request-id': 'abc-123' },
+      });
       assert.equal(ok.headers.get('x-request-id'), 'abc-123');
-      const bad = await h.request(`/v1/models/team/vision/resnet/releases/${digest}`, { headers: { 'x-request-id': 'a b<c>' } });
+      const bad = await h.request(`/v1/models/team/vision/resnet/releases/${digest}`, {
+        headers: { 'x-request-id': 'a b<c>' },
+      });
       assert.match(bad.headers.get('x-request-id')!, /^[0-9a-f-]{36}$/);
     });
   });

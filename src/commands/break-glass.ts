@@ -1,0 +1,234 @@
+import { randomUUID } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { calculateJwkThumbprint, importJWK, SignJWT } from 'jose';
+import { type Clock, systemClock } from '../clock.ts';
+import { loadPrivateJwkFile } from '../keys.ts';
+import { algorithmOfJwk, BREAK_GLASS_TYP, RELEASE_DIGEST_PATTERN } from '../policy/break-glass.ts';
+import { type Command, EXIT } from './command.types.ts';
+
+/** Model names as SPEC §1 defines them: lowercase segments joined by `/`, at most 255 characters. */
+const MODEL_PATTERN = /^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(\/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$/;
+const MAX_MODEL_LENGTH = 255;
+
+const DEFAULT_TTL_SECONDS = 3600;
+/** The proxy's default `breakGlass.maxTtlSeconds` (SPEC §4). */
+const DEFAULT_MAX_TTL_SECONDS = 4 * 3600;
+
+const HELP = `Usage: modelgate break-glass --key PRIVATE_JWK_FILE --incident ID --reason TEXT
+                            --service-account NAME --model NAME --release sha256:HEX
+                            [--ttl 1h] [--max-ttl 4h] [--kid KID] [--json]
+
+Issues a short-lived break-glass token (SPEC §4): it lets one service account
+read one release of one model despite missing grants, signer trust or
+audit/enforce rules. Byte verification still applies. Send it in the
+Modelgate-Break-Glass header. Every use is logged at warn level and counted.
+
+Options:
+  --key FILE              private JWK of the break-glass key (NAME.private.jwk.json
+                          from modelgate keygen); the proxy holds only its public JWKS
+  --incident ID           incident identifier, e.g. INC-1234 (must match the proxy's
+                          breakGlass.incidentPattern)
+  --reason TEXT           why the override is needed (recorded in every audit line)
+  --service-account NAME  the configured service account that may use the token
+  --model NAME            the model, e.g. fraud-detector
+  --release sha256:HEX    the release digest (Modelgate-Release-Digest of the manifest)
+  --ttl DURATION          lifetime: 90m, 2h, 3600s or 3600 (seconds); default 1h
+  --max-ttl DURATION      refuse a --ttl above this; default 4h (the proxy's default
+                          breakGlass.maxTtlSeconds, which the proxy enforces anyway)
+  --kid KID               key id in the header; default the key file's kid, else its
+                          JWK thumbprint (RFC 7638)
+  --json                  print {"token","expiresAt","jti","incident"} on stdout
+  -h, --help              show this help
+
+Output: the token on stdout (one line); its expiry and a reminder on stderr.
+
+Exit codes:
+  0  token issued
+  1  failure (unreadable or unusable key file, signing failed)
+  2  usage error (missing or invalid option, TTL above --max-ttl)
+`;
+
+export interface BreakGlassCommandOptions {
+  stdout?: (text: string) => void;
+  stderr?: (text: string) => void;
+  clock?: Clock;
+}
+
+class UsageError extends Error {}
+
+/** `90m`, `2h`, `3600s` or `3600` → seconds. */
+function parseDuration(value: string, option: string): number {
+  const match = /^(\d+)([smh]?)$/.exec(value.trim());
+  const multiplier = { '': 1, s: 1, m: 60, h: 3600 }[match?.[2] ?? ''] ?? 1;
+  const seconds = match ? Number(match[1]) * multiplier : Number.NaN;
+  if (!Number.isSafeInteger(seconds) || seconds <= 0) {
+    throw new UsageError(
+      `${option}: expected a positive duration such as 90m, 2h, 3600s or 3600, got ${value}`,
+    );
+  }
+  return seconds;
+}
+
+function formatDuration(seconds: number): string {
+  if (seconds % 3600 === 0) return `${seconds / 3600}h`;
+  if (seconds % 60 === 0) return `${seconds / 60}m`;
+  return `${seconds}s`;
+}
+
+function required(values: Record<string, string | boolean | undefined>, name: string): string {
+  const value = values[name];
+  if (typeof value !== 'string' || value.trim() === '') throw new UsageError(`--${name} is required`);
+  return value.trim();
+}
+
+interface Request {
+  keyFile: string;
+  incident: string;
+  reason: string;
+  serviceAccount: string;
+  model: string;
+  release: string;
+  ttlSeconds: number;
+  kid: string | undefined;
+  json: boolean;
+}
+
+function parseRequest(args: string[]): Request | 'help' {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        key: { type: 'string' },
+        incident: { type: 'string' },
+        reason: { type: 'string' },
+        'service-account': { type: 'string' },
+        model: { type: 'string' },
+        release: { type: 'string' },
+        ttl: { type: 'string' },
+        'max-ttl': { type: 'string' },
+        kid: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (values.help === true) return 'help';
+
+  const keyFile = required(values, 'key');
+  const incident = required(values, 'incident');
+  const reason = required(values, 'reason');
+  const serviceAccount = required(values, 'service-account');
+  const model = required(values, 'model');
+  const release = required(values, 'release');
+  if (model.length > MAX_MODEL_LENGTH || !MODEL_PATTERN.test(model)) {
+    throw new UsageError(`--model: expected lowercase segments such as fraud-detector, got ${model}`);
+  }
+  if (!RELEASE_DIGEST_PATTERN.test(release)) {
+    throw new UsageError(
+      `--release: expected sha256:<64 lowercase hex> (the release digest), got ${release}`,
+    );
+  }
+  const ttlSeconds =
+    values.ttl === undefined ? DEFAULT_TTL_SECONDS : parseDuration(String(values.ttl), '--ttl');
+  const maxTtlSeconds =
+    values['max-ttl'] === undefined
+      ? DEFAULT_MAX_TTL_SECONDS
+      : parseDuration(String(values['max-ttl']), '--max-ttl');
+  if (ttlSeconds > maxTtlSeconds) {
+    throw new UsageError(
+      `--ttl: expected at most ${formatDuration(maxTtlSeconds)} (--max-ttl), got ${formatDuration(ttlSeconds)}; ` +
+        'the proxy refuses tokens that live longer than breakGlass.maxTtlSeconds',
+    );
+  }
+  const kid = typeof values.kid === 'string' && values.kid !== '' ? values.kid : undefined;
+  return {
+    keyFile,
+    incident,
+    reason,
+    serviceAccount,
+    model,
+    release,
+    ttlSeconds,
+    kid,
+    json: values.json === true,
+  };
+}
+
+/** `modelgate break-glass` with its output and clock injectable (tests read what it prints). */
+export function createBreakGlassCommand(options: BreakGlassCommandOptions = {}): Command {
+  const stdout = options.stdout ?? ((text: string) => void process.stdout.write(text));
+  const stderr = options.stderr ?? ((text: string) => void process.stderr.write(text));
+  const clock = options.clock ?? systemClock;
+
+  return {
+    name: 'break-glass',
+    summary: 'Issue a short-lived, signed, incident-bound break-glass token',
+    help: HELP,
+    async run(args: string[]): Promise<number> {
+      let request: Request | 'help';
+      try {
+        request = parseRequest(args);
+      } catch (error) {
+        if (!(error instanceof UsageError)) throw error;
+        stderr(`modelgate break-glass: ${error.message}\nRun modelgate break-glass --help for usage.\n`);
+        return EXIT.usage;
+      }
+      if (request === 'help') {
+        stdout(HELP);
+        return EXIT.ok;
+      }
+
+      try {
+        const jwk = await loadPrivateJwkFile(request.keyFile);
+        const alg = algorithmOfJwk(jwk);
+        if (alg === undefined) {
+          throw new Error(
+            `${request.keyFile}: expected an ES256, EdDSA, RS256 or PS256 key, got kty ${String(jwk.kty)} alg ${String(jwk.alg)}`,
+          );
+        }
+        const kid =
+          request.kid ?? (typeof jwk.kid === 'string' ? jwk.kid : await calculateJwkThumbprint(jwk));
+        const key = await importJWK(jwk, alg);
+        const issuedAt = Math.floor(clock() / 1000);
+        const expiresAt = issuedAt + request.ttlSeconds;
+        const jti = randomUUID();
+        const token = await new SignJWT({
+          incident: request.incident,
+          reason: request.reason,
+          model: request.model,
+          release: request.release,
+        })
+          .setProtectedHeader({ alg, kid, typ: BREAK_GLASS_TYP })
+          .setSubject(request.serviceAccount)
+          .setIssuedAt(issuedAt)
+          .setExpirationTime(expiresAt)
+          .setJti(jti)
+          .sign(key);
+
+        const expiry = new Date(expiresAt * 1000).toISOString().replace('.000Z', 'Z');
+        if (request.json) {
+          stdout(`${JSON.stringify({ token, expiresAt: expiry, jti, incident: request.incident })}\n`);
+        } else {
+          stdout(`${token}\n`);
+        }
+        stderr(
+          `break-glass token for ${request.serviceAccount} → ${request.model}@${request.release}\n` +
+            `expires ${expiry} (in ${formatDuration(request.ttlSeconds)}), incident ${request.incident}, jti ${jti}\n` +
+            'Reminder: every use is logged and alerted on (ModelgateBreakGlassUsed); ' +
+            `file the post-incident review for ${request.incident}.\n`,
+        );
+        return EXIT.ok;
+      } catch (error) {
+        stderr(`modelgate break-glass: ${(error as Error).message}\n`);
+        return EXIT.failure;
+      }
+    },
+  };
+}
+
+export const breakGlassCommand: Command = createBreakGlassCommand();

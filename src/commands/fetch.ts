@@ -1,0 +1,185 @@
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { FETCH_EXIT } from '../fetch/exit-codes.ts';
+import { exitCodeFor, FetchError, isFetchError } from '../fetch/fetch-error.ts';
+import { fetchRelease } from '../fetch/fetch-release.ts';
+import { isModelName, isReleaseRef } from '../fetch/manifest.ts';
+import { describeFailure, type FetchReporter, jsonReporter, ttyReporter } from '../fetch/progress.ts';
+import { chooseTokenSource, DEFAULT_TOKEN_FILE } from '../fetch/token-source.ts';
+import type { Command } from './command.types.ts';
+
+export { FETCH_EXIT } from '../fetch/exit-codes.ts';
+
+const HELP = `Usage: modelgate fetch --proxy URL --model NAME --release REF --dest DIR [options]
+
+Downloads one release through a modelgate proxy into DIR, verifying every
+byte again on the client, for an init container that prepares a model
+server's files. Files appear in DIR under their final names only once
+verified; an interrupted fetch resumes from the verified chunks it left.
+
+Options:
+  --proxy URL          base URL of the proxy's data listener (http or https)
+  --model NAME         model name, e.g. fraud-detector or team/fraud-detector
+  --release REF        a version (2026.11.3) or a release digest (sha256:<hex>)
+  --dest DIR           destination folder (created when missing)
+  --token-file FILE    bearer token, re-read before every request
+                       (default ${DEFAULT_TOKEN_FILE}, or $MODELGATE_TOKEN when set)
+  --concurrency N      files downloaded at once (default 4, 1–64)
+  --retries N          failed attempts in a row before giving up (default 5, 0–20)
+  --ca FILE            PEM CA certificate trusted for an https proxy, beside the system roots
+  -h, --help           this text
+
+Progress goes to stderr: a live line on a terminal, else one JSON line per
+finished file and a final summary line. DIR/.modelgate-release.json records
+the release digest, model, version, environment and file digests.
+
+Exit codes:
+  0   every file is in DIR and verified
+  1   local failure (disk full, permission denied) or unexpected response
+  2   usage: bad flags, unreadable token or CA file, malformed reference
+  10  authentication or authorization refused (401, 403)
+  11  model, release or file not found (404, 409)
+  12  integrity failure: a digest or size did not match (retried once)
+  13  proxy or source unavailable after retries (502, 503, 504, network)
+`;
+
+function usage(message: string): FetchError {
+  return new FetchError('usage', 'FETCH_USAGE', message);
+}
+
+function integer(
+  name: string,
+  value: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+    throw usage(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
+function required(name: string, value: string | undefined): string {
+  if (value === undefined || value === '') throw usage(`--${name} is required`);
+  return value;
+}
+
+function parseProxy(value: string): URL {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw usage(`--proxy must be an http or https URL, got ${JSON.stringify(value)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw usage(`--proxy must be an http or https URL, got ${JSON.stringify(value)}`);
+  }
+  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
+    throw usage('--proxy must not carry credentials, a query or a fragment');
+  }
+  return url;
+}
+
+/** Parses argv and runs the fetch, printing one line on stderr for a failure. */
+async function runFetch(args: string[]): Promise<number> {
+  const stderr = process.stderr;
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args,
+      allowPositionals: false,
+      strict: true,
+      options: {
+        proxy: { type: 'string' },
+        model: { type: 'string' },
+        release: { type: 'string' },
+        dest: { type: 'string' },
+        'token-file': { type: 'string' },
+        concurrency: { type: 'string' },
+        retries: { type: 'string' },
+        ca: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (error) {
+    stderr.write(`modelgate fetch: ${(error as Error).message}\nRun 'modelgate fetch --help' for usage.\n`);
+    return FETCH_EXIT.usage;
+  }
+  if (values.help === true) {
+    process.stdout.write(HELP);
+    return FETCH_EXIT.ok;
+  }
+  const str = (name: string) => values[name] as string | undefined;
+
+  const controller = new AbortController();
+  let interruptedBy: NodeJS.Signals | undefined;
+  // As PID 1 of an init container nothing else turns SIGTERM into an exit:
+  // stop the transfers (verified partial files stay for the next attempt).
+  const onSignal = (signal: NodeJS.Signals) => {
+    interruptedBy = signal;
+    controller.abort(new Error(`received ${signal}`));
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+
+  let reporter: FetchReporter | undefined;
+  try {
+    const proxy = parseProxy(required('proxy', str('proxy')));
+    const model = required('model', str('model'));
+    if (!isModelName(model)) throw usage(`--model ${JSON.stringify(model)} is not a valid model name`);
+    const release = required('release', str('release'));
+    if (!isReleaseRef(release)) {
+      throw usage(`--release must be a version or sha256:<64 hex>, got ${JSON.stringify(release)}`);
+    }
+    const dest = required('dest', str('dest'));
+    const concurrency = integer('concurrency', str('concurrency'), 4, 1, 64);
+    const retries = integer('retries', str('retries'), 5, 0, 20);
+    const tokens = chooseTokenSource(str('token-file'), process.env);
+    const caFile = str('ca');
+    let ca: string | undefined;
+    if (caFile !== undefined) {
+      try {
+        ca = await readFile(caFile, 'utf8');
+      } catch (error) {
+        throw new FetchError('usage', 'FETCH_CA_UNREADABLE', `cannot read CA file ${caFile}`, {
+          cause: error,
+        });
+      }
+    }
+    reporter = stderr.isTTY ? ttyReporter(stderr) : jsonReporter(stderr);
+    await fetchRelease({
+      proxy,
+      model,
+      release,
+      dest,
+      tokens,
+      concurrency,
+      retries,
+      reporter,
+      signal: controller.signal,
+      ...(ca === undefined ? {} : { ca }),
+    });
+    return FETCH_EXIT.ok;
+  } catch (thrown) {
+    const error = isFetchError(thrown)
+      ? thrown
+      : new FetchError('unexpected', 'FETCH_LOCAL_IO', (thrown as Error)?.message ?? String(thrown), {
+          cause: thrown,
+        });
+    const code = exitCodeFor(error, interruptedBy);
+    stderr.write(describeFailure(error, code));
+    return code;
+  } finally {
+    process.removeListener('SIGTERM', onSignal);
+    process.removeListener('SIGINT', onSignal);
+  }
+}
+
+export const fetchCommand: Command = {
+  name: 'fetch',
+  summary: 'Download a release through the proxy into a folder, verifying every byte (init containers)',
+  help: HELP,
+  run: runFetch,
+};

@@ -1,0 +1,160 @@
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { Manifest } from '../catalog/release.types.ts';
+import {
+  type LoadedSigner,
+  loadSigner,
+  parseUnsignedRelease,
+  ReleaseRejectedError,
+  type VerifiedRelease,
+  verifyRelease,
+} from '../catalog/signature.ts';
+import { type Command, EXIT } from './command.types.ts';
+import type { CommandOutput } from './keygen.ts';
+
+const HELP = `Usage: modelgate verify FILE --jwks JWKS_FILE [--jwks JWKS_FILE ...]
+
+Checks a release the way the proxy's catalog does: the JWS header (typ
+modelgate-release+jws, alg ES256/EdDSA/RS256/PS256), the signature against
+the given public keys, and the manifest schema. Prints the release digest,
+the signer, the model, version, environment and every file (path, size,
+digest, chunk count).
+
+A .json file is an unsigned manifest: its schema is checked and it is
+printed, but it has no signature to verify, so the exit code is 1.
+
+Options:
+  --jwks FILE   public JWKS of a trusted signer (as written by \`modelgate keygen\`);
+                repeatable; required for a .jws
+  -h, --help    show this help
+
+Exit codes:
+  0  signature and manifest valid
+  1  invalid or unsigned; stderr names the reason: invalid_jws, wrong_type,
+     unknown_signer, bad_signature, invalid_json, invalid_manifest, unsigned, unreadable
+  2  usage error
+`;
+
+/** `modelgate verify` with its output going to `output` (tests pass their own streams). */
+export function createVerifyCommand(output: CommandOutput = process): Command {
+  const fail = (code: number, message: string): number => {
+    output.stderr.write(`modelgate verify: ${message}\n`);
+    return code;
+  };
+
+  return {
+    name: 'verify',
+    summary: 'verify a signed release (.jws) against public keys and print its files',
+    help: HELP,
+
+    async run(args: string[]): Promise<number> {
+      let values: { jwks?: string[]; help?: boolean };
+      let positionals: string[];
+      try {
+        ({ values, positionals } = parseArgs({
+          args,
+          allowPositionals: true,
+          options: { jwks: { type: 'string', multiple: true }, help: { type: 'boolean', short: 'h' } },
+        }));
+      } catch (error) {
+        return fail(EXIT.usage, `${(error as Error).message} (see modelgate verify --help)`);
+      }
+      if (values.help) {
+        output.stdout.write(HELP);
+        return EXIT.ok;
+      }
+      if (positionals.length !== 1) {
+        return fail(
+          EXIT.usage,
+          `expected exactly one FILE argument, got ${positionals.length} (see modelgate verify --help)`,
+        );
+      }
+      const file = positionals[0]!;
+      const unsigned = file.endsWith('.json');
+      const jwksFiles = values.jwks ?? [];
+      if (!unsigned && jwksFiles.length === 0) {
+        return fail(
+          EXIT.usage,
+          '--jwks FILE is required to verify a signed release (see modelgate verify --help)',
+        );
+      }
+
+      let signers: LoadedSigner[];
+      try {
+        // The CLI checks signatures only: which environments a key may sign for is the proxy's configuration.
+        signers = await Promise.all(
+          jwksFiles.map((jwksFile) => loadSigner({ name: basename(jwksFile), jwksFile, environments: [] })),
+        );
+      } catch (error) {
+        return fail(EXIT.failure, (error as Error).message);
+      }
+
+      let bytes: Buffer;
+      try {
+        bytes = await readFile(file);
+      } catch (error) {
+        return fail(
+          EXIT.failure,
+          `unreadable: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? error}`,
+        );
+      }
+
+      let release: VerifiedRelease;
+      try {
+        release = unsigned
+          ? parseUnsignedRelease(bytes)
+          : await verifyRelease(bytes.toString('utf8'), signers);
+      } catch (error) {
+        if (error instanceof ReleaseRejectedError)
+          return fail(EXIT.failure, `${error.reason}: ${file}: ${error.message}`);
+        return fail(EXIT.failure, (error as Error).message);
+      }
+
+      output.stdout.write(describe(release));
+      if (unsigned)
+        return fail(
+          EXIT.failure,
+          `unsigned: ${file} is an unsigned manifest; there is no signature to verify`,
+        );
+      return EXIT.ok;
+    },
+  };
+}
+
+function describe(release: VerifiedRelease): string {
+  const { manifest } = release;
+  const signer =
+    release.signer === null ? 'none (unsigned)' : `kid ${release.kid} (${release.signer.jwksFile})`;
+  const lines = [
+    release.signer === null ? 'manifest valid, UNSIGNED' : 'signature valid',
+    `release      ${manifest.model}@${release.digest}`,
+    `signer       ${signer}`,
+    `model        ${manifest.model}`,
+    `version      ${manifest.version}`,
+    `environment  ${manifest.environment}`,
+    `created      ${manifest.created}`,
+    ...Object.entries(manifest.provenance ?? {}).map(([key, value]) => `provenance   ${key}=${value}`),
+    `files        ${manifest.files.length}`,
+    ...describeFiles(manifest),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+function describeFiles(manifest: Manifest): string[] {
+  return manifest.files.map((file) => {
+    const chunks =
+      file.chunks === undefined
+        ? 'whole-file'
+        : `${file.chunks.length} ${file.chunks.length === 1 ? 'chunk' : 'chunks'} of ${formatBytes(file.chunkSize ?? 0)}`;
+    return `  ${file.path}  ${file.size}  ${file.digest}  ${chunks}`;
+  });
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes >= 1024 ** 3 && bytes % 1024 ** 3 === 0) return `${bytes / 1024 ** 3} GiB`;
+  if (bytes >= 1024 ** 2 && bytes % 1024 ** 2 === 0) return `${bytes / 1024 ** 2} MiB`;
+  return `${bytes} bytes`;
+}
+
+export const verifyCommand: Command = createVerifyCommand();

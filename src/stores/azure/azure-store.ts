@@ -1,0 +1,246 @@
+import { addAbortSignal, Readable } from 'node:stream';
+import { DefaultAzureCredential } from '@azure/identity';
+import {
+  type AnonymousCredential,
+  BlobServiceClient,
+  newPipeline,
+  type RequestPolicyFactory,
+  StorageSharedKeyCredential,
+} from '@azure/storage-blob';
+import type { AzureAccountConfig, AzureStoreConfig } from '../../config/config.types.ts';
+import { ModelgateError } from '../../errors.ts';
+import { checkRangeAnswer, createStoreAgents, isTimeoutError, type StoreAgents } from '../cloud-http.ts';
+import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
+
+type Credential = StorageSharedKeyCredential | AnonymousCredential | DefaultAzureCredential;
+
+/**
+ * Azure Blob Storage: `az://account/container/blob`, where the account must
+ * be configured. One `BlobServiceClient` per account, created once:
+ * `connectionString` when set, else `accountKey` (shared key), else
+ * `DefaultAzureCredential` (AKS workload identity, managed identity,
+ * environment). The endpoint is `https://{account}.blob.core.windows.net`
+ * unless configured. The SDK does not retry (neither requests nor broken
+ * bodies): the integrity engine retries from chunk boundaries and fails over
+ * to mirrors. Requests run on this store's keep-alive agent, which applies
+ * `maxSockets` and the connect timeout.
+ *
+ * The version is the ETag; pinned reads send `If-Match` and compare the
+ * answered ETag as well.
+ */
+export function createAzureStore(config: AzureStoreConfig): Store {
+  const agents = createStoreAgents({
+    maxSockets: config.maxSockets,
+    connectTimeoutMs: config.timeouts.connectSeconds * 1000,
+  });
+  const clients = new Map<string, BlobServiceClient>();
+  for (const [account, accountConfig] of Object.entries(config.accounts)) {
+    clients.set(account, createServiceClient(account, accountConfig, agents));
+  }
+
+  function blobClientFor(location: string) {
+    const { account, container, blob } = parseAzureLocation(location);
+    const client = clients.get(account);
+    if (client === undefined) {
+      throw new ModelgateError(
+        'MG_SOURCE_FAILED',
+        `${location}: storage account ${JSON.stringify(account)} is not configured under stores.azure.accounts`,
+      );
+    }
+    return client.getContainerClient(container).getBlobClient(blob);
+  }
+
+  async function properties(location: string, signal: AbortSignal, pin?: string): Promise<ObjectVersion> {
+    const blobClient = blobClientFor(location);
+    try {
+      const props = await blobClient.getProperties({
+        abortSignal: signal,
+        ...(pin === undefined ? {} : { conditions: { ifMatch: pin } }),
+      });
+      if (props.etag === undefined || props.contentLength === undefined) {
+        throw new ModelgateError('MG_SOURCE_FAILED', `${location}: properties lack ETag or size`);
+      }
+      checkPin(location, pin, props.etag);
+      return { size: props.contentLength, version: props.etag };
+    } catch (error) {
+      throw await disambiguate(mapAzureError(error, location, signal, pin), location, signal, pin);
+    }
+  }
+
+  /**
+   * A failed pin is MG_SOURCE_CHANGED while some version of the blob still exists, and
+   * MG_SOURCE_NOT_FOUND once none does (the service may answer either 404 or 412 for a
+   * conditional request on a deleted blob).
+   */
+  async function disambiguate(error: unknown, location: string, signal: AbortSignal, pin?: string) {
+    if (pin === undefined || !(error instanceof ModelgateError) || error.code !== 'MG_SOURCE_CHANGED')
+      return error;
+    try {
+      await properties(location, signal);
+      return error;
+    } catch (live) {
+      return live instanceof ModelgateError && live.code === 'MG_SOURCE_NOT_FOUND' ? live : error;
+    }
+  }
+
+  return {
+    kind: 'azure',
+    timeouts: config.timeouts,
+
+    stat(location: string, signal: AbortSignal): Promise<ObjectVersion> {
+      return properties(location, signal);
+    },
+
+    async read(location: string, range: ByteRange, options: ReadOptions): Promise<ReadResult> {
+      const blobClient = blobClientFor(location);
+      const { signal, pin } = options;
+      signal.throwIfAborted();
+      if (range.end <= range.start) {
+        const info = await properties(location, signal, pin);
+        return { stream: Readable.from([]), version: info.version, size: info.size };
+      }
+      let response: Awaited<ReturnType<typeof blobClient.download>>;
+      try {
+        response = await blobClient.download(range.start, range.end - range.start, {
+          abortSignal: signal,
+          // A body cut short is an error for the engine to retry, not for the SDK to resume.
+          maxRetryRequests: 0,
+          ...(pin === undefined ? {} : { conditions: { ifMatch: pin } }),
+        });
+      } catch (error) {
+        if (statusOf(error) === 416) {
+          // The range starts at or past the end (or the blob is empty): no bytes, the real size.
+          const info = await properties(location, signal, pin);
+          return { stream: Readable.from([]), version: info.version, size: info.size };
+        }
+        throw await disambiguate(mapAzureError(error, location, signal, pin), location, signal, pin);
+      }
+      const body = response.readableStreamBody;
+      try {
+        if (!(body instanceof Readable)) {
+          throw new ModelgateError(
+            'MG_SOURCE_FAILED',
+            `${location}: download answered without a body stream`,
+          );
+        }
+        const version = response.etag;
+        if (version === undefined) {
+          throw new ModelgateError('MG_SOURCE_FAILED', `${location}: download answered without an ETag`);
+        }
+        checkPin(location, pin, version);
+        const answer = checkRangeAnswer(response.contentRange, response.contentLength, range, location);
+        if (answer.empty) {
+          body.destroy();
+          return { stream: Readable.from([]), version, size: answer.size };
+        }
+        const size = answer.size;
+        // Aborting the caller's signal destroys the body, and with it the socket.
+        addAbortSignal(signal, body);
+        return { stream: body, version, size };
+      } catch (error) {
+        if (body instanceof Readable) body.destroy();
+        throw error;
+      }
+    },
+
+    async close(): Promise<void> {
+      agents.destroy();
+    },
+  };
+}
+
+function createServiceClient(
+  account: string,
+  config: AzureAccountConfig,
+  agents: StoreAgents,
+): BlobServiceClient {
+  let url: string;
+  let credential: Credential;
+  if (config.connectionString !== undefined) {
+    // Parsed by the SDK (key, SAS and development-storage forms); rebuilt below on our own pipeline.
+    const parsed = BlobServiceClient.fromConnectionString(config.connectionString);
+    url = parsed.url;
+    credential = parsed.credential as Credential;
+  } else {
+    url = config.endpoint ?? `https://${account}.blob.core.windows.net`;
+    credential =
+      config.accountKey !== undefined
+        ? new StorageSharedKeyCredential(account, config.accountKey)
+        : new DefaultAzureCredential();
+  }
+  const pipeline = newPipeline(credential, {
+    retryOptions: { maxTries: 1 },
+    keepAliveOptions: { enable: true },
+  });
+  pipeline.factories.push(agentPolicyFactory(agents));
+  return new BlobServiceClient(url, pipeline);
+}
+
+/** Sends every request of this client on the store's agents (pool size, connect timeout). */
+function agentPolicyFactory(agents: StoreAgents): RequestPolicyFactory {
+  return {
+    create: (nextPolicy) => ({
+      sendRequest: (request) => {
+        request.agent = agents.forUrl(request.url);
+        return nextPolicy.sendRequest(request);
+      },
+    }),
+  };
+}
+
+/** Splits `az://account/container/blob`; the blob name keeps its `/`s. */
+export function parseAzureLocation(location: string): { account: string; container: string; blob: string } {
+  const match = /^az:\/\/([^/]+)\/([^/]+)\/(.+)$/s.exec(location);
+  const account = match?.[1];
+  const container = match?.[2];
+  const blob = match?.[3];
+  // Account and container naming rules. `.` and `..` segments are refused: URL normalization would
+  // turn `a/../b` into another blob, or another container, than the one named.
+  if (
+    account === undefined ||
+    container === undefined ||
+    blob === undefined ||
+    !/^[a-z0-9]{3,24}$/.test(account) ||
+    !/^(?:\$root|\$web|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$/.test(container) ||
+    blob.split('/').some((segment) => segment === '.' || segment === '..') ||
+    blob.length > 1024
+  ) {
+    throw new ModelgateError('MG_SOURCE_FAILED', `malformed az location: ${JSON.stringify(location)}`);
+  }
+  return { account, container, blob };
+}
+
+function checkPin(location: string, pin: string | undefined, version: string): void {
+  if (pin !== undefined && pin !== version) {
+    throw new ModelgateError(
+      'MG_SOURCE_CHANGED',
+      `${location} changed: expected ETag ${pin}, got ${version}`,
+    );
+  }
+}
+
+function statusOf(error: unknown): number | undefined {
+  return (error as { statusCode?: number } | undefined)?.statusCode;
+}
+
+function mapAzureError(error: unknown, location: string, signal: AbortSignal, pin?: string): unknown {
+  if (error instanceof ModelgateError) return error;
+  if (signal.aborted) return signal.reason;
+  const status = statusOf(error);
+  const code = (error as { code?: string } | undefined)?.code;
+  const options = { cause: error, details: { location, status, code } };
+  if (status === 404)
+    return new ModelgateError('MG_SOURCE_NOT_FOUND', `no such object: ${location}`, options);
+  if (status === 412) {
+    return new ModelgateError(
+      'MG_SOURCE_CHANGED',
+      `${location} changed: expected ETag ${pin ?? '(none)'}, got a precondition failure`,
+      options,
+    );
+  }
+  if (isTimeoutError(error)) {
+    return new ModelgateError('MG_SOURCE_TIMEOUT', `${location}: connect timed out`, options);
+  }
+  const what = status === undefined ? (code ?? String(error)) : `HTTP ${status} ${code ?? ''}`.trim();
+  return new ModelgateError('MG_SOURCE_FAILED', `${location}: expected the object, got ${what}`, options);
+}

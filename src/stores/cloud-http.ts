@@ -1,0 +1,175 @@
+import { type AgentOptions, type ClientRequestArgs, Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent, type AgentOptions as HttpsAgentOptions } from 'node:https';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
+import { ModelgateError } from '../errors.ts';
+import type { ByteRange } from './store.ts';
+
+/*
+ * What the cloud stores (S3, GCS, Azure) share: their HTTP agents and how to
+ * read a ranged answer.
+ */
+
+/**
+ * Keep-alive HTTP(S) agents for the cloud stores (GCS, Azure; S3 uses the
+ * SDK's own connect timeout): one pair per store, `maxSockets` per origin
+ * from the config, and a connect timeout that covers the TCP connect and,
+ * for HTTPS, the TLS handshake. A socket that does not connect in time is
+ * destroyed with an `ETIMEDOUT` error carrying `connectTimeout: true`, which
+ * the stores map to MG_SOURCE_TIMEOUT.
+ */
+export interface StoreAgents {
+  readonly http: HttpAgent;
+  readonly https: HttpsAgent;
+  /** The agent for a URL's scheme. */
+  forUrl(url: URL | string): HttpAgent;
+  /** Destroys every pooled and in-use socket. */
+  destroy(): void;
+}
+
+export interface StoreAgentOptions {
+  maxSockets: number;
+  connectTimeoutMs: number;
+}
+
+export function createStoreAgents(options: StoreAgentOptions): StoreAgents {
+  const common = {
+    keepAlive: true,
+    maxSockets: options.maxSockets,
+    // Idle pooled sockets beyond this are closed: a burst of parallel chunk reads must not pin
+    // `maxSockets` idle connections forever.
+    maxFreeSockets: Math.min(options.maxSockets, 16),
+    scheduling: 'lifo' as const,
+  };
+  const http = new ConnectTimeoutHttpAgent(common, options.connectTimeoutMs);
+  const https = new ConnectTimeoutHttpsAgent(common, options.connectTimeoutMs);
+  return {
+    http,
+    https,
+    forUrl: (url) => (new URL(url).protocol === 'https:' ? https : http),
+    destroy: () => {
+      http.destroy();
+      https.destroy();
+    },
+  };
+}
+
+/**
+ * True when `error` (or an error in its `cause` chain) is a timeout. The AWS
+ * SDK names connection resets `TimeoutError` too (with `code: 'ECONNRESET'`),
+ * so the name alone counts only without another code.
+ */
+export function isTimeoutError(error: unknown): boolean {
+  for (let current = error, depth = 0; current instanceof Error && depth < 8; depth++) {
+    const fields = current as Error & { code?: unknown; connectTimeout?: unknown };
+    if (
+      fields.connectTimeout === true ||
+      fields.code === 'ETIMEDOUT' ||
+      fields.code === 'UND_ERR_CONNECT_TIMEOUT' ||
+      (fields.name === 'TimeoutError' && fields.code === undefined)
+    ) {
+      return true;
+    }
+    current = current.cause;
+  }
+  return false;
+}
+
+class ConnectTimeoutHttpAgent extends HttpAgent {
+  readonly #connectTimeoutMs: number;
+
+  constructor(options: AgentOptions, connectTimeoutMs: number) {
+    super(options);
+    this.#connectTimeoutMs = connectTimeoutMs;
+  }
+
+  override createConnection(
+    options: ClientRequestArgs,
+    callback?: (error: Error | null, stream: Duplex) => void,
+  ): Duplex | null | undefined {
+    const socket = super.createConnection(options, callback);
+    armConnectTimeout(socket, this.#connectTimeoutMs);
+    return socket;
+  }
+}
+
+class ConnectTimeoutHttpsAgent extends HttpsAgent {
+  readonly #connectTimeoutMs: number;
+
+  constructor(options: HttpsAgentOptions, connectTimeoutMs: number) {
+    super(options);
+    this.#connectTimeoutMs = connectTimeoutMs;
+  }
+
+  override createConnection(
+    options: ClientRequestArgs,
+    callback?: (error: Error | null, stream: Duplex) => void,
+  ): Duplex | null | undefined {
+    const socket = super.createConnection(options, callback);
+    armConnectTimeout(socket, this.#connectTimeoutMs);
+    return socket;
+  }
+}
+
+function armConnectTimeout(socket: Duplex | null | undefined, ms: number): void {
+  if (!(socket instanceof Socket) || !socket.connecting) return;
+  const connectedEvent = socket instanceof TLSSocket ? 'secureConnect' : 'connect';
+  const timer = setTimeout(() => {
+    const error = Object.assign(new Error(`connect timed out after ${ms} ms`), {
+      code: 'ETIMEDOUT',
+      connectTimeout: true,
+    });
+    socket.destroy(error);
+  }, ms);
+  // The timer must not keep a shutting-down process alive.
+  timer.unref();
+  const clear = () => clearTimeout(timer);
+  socket.once(connectedEvent, clear);
+  socket.once('close', clear);
+}
+
+/** What a ranged answer says: the object's total size, and whether it holds none of the range. */
+export interface RangeAnswer {
+  size: number;
+  /** The range starts at or past the end: the body (if any) must be dropped. */
+  empty: boolean;
+}
+
+/**
+ * Checks an answer to `Range: bytes=start-(end-1)` against what was asked.
+ * A 206 must carry `Content-Range: bytes start-last/total` with `last` the
+ * end of the range clipped to the object; a 200 (no `Content-Range`) is only
+ * acceptable as the whole object from offset 0 within the range. Anything
+ * else would hand the engine bytes from another offset, so it fails
+ * MG_SOURCE_FAILED. A total at or below `start` means the range is empty:
+ * s3rver, for one, answers a ranged read of an empty object with
+ * `206 bytes 0-0/0` and a body that never comes.
+ */
+export function checkRangeAnswer(
+  contentRange: string | undefined,
+  contentLength: number | undefined,
+  range: ByteRange,
+  location: string,
+): RangeAnswer {
+  const match = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(contentRange ?? '');
+  if (match !== null) {
+    const first = Number(match[1]);
+    const last = Number(match[2]);
+    const total = Number(match[3]);
+    if (total <= range.start) return { size: total, empty: true };
+    if (first === range.start && last === Math.min(range.end, total) - 1)
+      return { size: total, empty: false };
+  } else if (
+    contentRange === undefined &&
+    contentLength !== undefined &&
+    range.start === 0 &&
+    contentLength <= range.end
+  ) {
+    return { size: contentLength, empty: false };
+  }
+  throw new ModelgateError(
+    'MG_SOURCE_FAILED',
+    `${location}: expected bytes ${range.start}-${range.end - 1}, got ${contentRange ?? `a whole body of ${contentLength ?? 'unknown'} bytes`}`,
+  );
+}

@@ -1,0 +1,209 @@
+import { addAbortSignal, Readable } from 'node:stream';
+import {
+  GetObjectCommand,
+  type GetObjectCommandOutput,
+  HeadObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { S3StoreConfig } from '../../config/config.types.ts';
+import { ModelgateError } from '../../errors.ts';
+import { checkRangeAnswer, createStoreAgents, isTimeoutError } from '../cloud-http.ts';
+import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
+
+/**
+ * Amazon S3 (and S3-compatible endpoints): `s3://bucket/key`, read with
+ * ranged `GetObject`. One `S3Client` per store. The SDK neither retries
+ * (`maxAttempts: 1`: the integrity engine retries from chunk boundaries and
+ * fails over to mirrors, and stacked retries would multiply latency) nor
+ * checksums (`WHEN_REQUIRED`: the engine hashes every byte against the signed
+ * manifest, which is stronger).
+ *
+ * The version is the ETag. A pinned read sends `If-Match` and also compares
+ * the answered ETag itself, so a server that ignores `If-Match` (s3rver does)
+ * still cannot hand back bytes of another version.
+ */
+export function createS3Store(config: S3StoreConfig): Store {
+  const connectTimeoutMs = config.timeouts.connectSeconds * 1000;
+  // Keep-alive agents with `maxSockets`; their connect timeout also covers the TLS handshake,
+  // which the handler's own `connectionTimeout` (TCP connect only) does not.
+  const agents = createStoreAgents({ maxSockets: config.maxSockets, connectTimeoutMs });
+  const clientConfig: S3ClientConfig = {
+    region: config.region,
+    forcePathStyle: config.forcePathStyle,
+    maxAttempts: 1,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: new NodeHttpHandler({
+      connectionTimeout: connectTimeoutMs,
+      httpAgent: agents.http,
+      httpsAgent: agents.https,
+    }),
+  };
+  if (config.endpoint !== undefined) clientConfig.endpoint = config.endpoint;
+  // Without configured credentials the SDK's default chain applies (env, IRSA / Pod Identity, IMDS).
+  if (config.credentials !== undefined) clientConfig.credentials = config.credentials;
+  const client = new S3Client(clientConfig);
+
+  async function head(location: string, signal: AbortSignal, pin?: string): Promise<ObjectVersion> {
+    const { bucket, key } = parseS3Location(location);
+    try {
+      const out = await client.send(
+        new HeadObjectCommand({ Bucket: bucket, Key: key, ...(pin === undefined ? {} : { IfMatch: pin }) }),
+        { abortSignal: signal },
+      );
+      const version = out.ETag;
+      if (version === undefined || out.ContentLength === undefined) {
+        throw new ModelgateError('MG_SOURCE_FAILED', `${location}: HeadObject answered without ETag or size`);
+      }
+      checkPin(location, pin, version);
+      return { size: out.ContentLength, version };
+    } catch (error) {
+      throw await disambiguate(mapS3Error(error, location, signal, pin), location, signal, pin);
+    }
+  }
+
+  /**
+   * A failed pin is MG_SOURCE_CHANGED while some version of the object still exists, and
+   * MG_SOURCE_NOT_FOUND once none does (a conditional request on a deleted key may answer
+   * 404 or 412).
+   */
+  async function disambiguate(error: unknown, location: string, signal: AbortSignal, pin?: string) {
+    if (pin === undefined || !(error instanceof ModelgateError) || error.code !== 'MG_SOURCE_CHANGED')
+      return error;
+    try {
+      await head(location, signal);
+      return error;
+    } catch (live) {
+      return live instanceof ModelgateError && live.code === 'MG_SOURCE_NOT_FOUND' ? live : error;
+    }
+  }
+
+  return {
+    kind: 's3',
+    timeouts: config.timeouts,
+
+    stat(location: string, signal: AbortSignal): Promise<ObjectVersion> {
+      return head(location, signal);
+    },
+
+    async read(location: string, range: ByteRange, options: ReadOptions): Promise<ReadResult> {
+      const { bucket, key } = parseS3Location(location);
+      const { signal, pin } = options;
+      signal.throwIfAborted();
+      if (range.end <= range.start) {
+        const info = await head(location, signal, pin);
+        return { stream: Readable.from([]), version: info.version, size: info.size };
+      }
+      let out: GetObjectCommandOutput;
+      try {
+        out = await client.send(
+          new GetObjectCommand({
+            Bucket: bucket,
+            Key: key,
+            // Always an explicit first-last range; suffix ranges (`bytes=-n`) are never sent.
+            Range: `bytes=${range.start}-${range.end - 1}`,
+            ...(pin === undefined ? {} : { IfMatch: pin }),
+          }),
+          { abortSignal: signal },
+        );
+      } catch (error) {
+        if (statusOf(error) === 416 || nameOf(error) === 'InvalidRange') {
+          // The range starts at or past the end (or the object is empty): no bytes, the real size.
+          const info = await head(location, signal, pin);
+          return { stream: Readable.from([]), version: info.version, size: info.size };
+        }
+        throw await disambiguate(mapS3Error(error, location, signal, pin), location, signal, pin);
+      }
+      const body = out.Body;
+      try {
+        if (!(body instanceof Readable)) {
+          throw new ModelgateError(
+            'MG_SOURCE_FAILED',
+            `${location}: GetObject answered without a body stream`,
+          );
+        }
+        const version = out.ETag;
+        if (version === undefined) {
+          throw new ModelgateError('MG_SOURCE_FAILED', `${location}: GetObject answered without an ETag`);
+        }
+        checkPin(location, pin, version);
+        const answer = checkRangeAnswer(out.ContentRange, out.ContentLength, range, location);
+        if (answer.empty) {
+          body.destroy();
+          return { stream: Readable.from([]), version, size: answer.size };
+        }
+        const size = answer.size;
+        // Aborting the caller's signal destroys the body, and with it the socket.
+        addAbortSignal(signal, body);
+        return { stream: body, version, size };
+      } catch (error) {
+        if (body instanceof Readable) body.destroy();
+        throw error;
+      }
+    },
+
+    async close(): Promise<void> {
+      client.destroy();
+      agents.destroy();
+    },
+  };
+}
+
+/** Splits `s3://bucket/key`; the key keeps its `/`s and is used verbatim. */
+export function parseS3Location(location: string): { bucket: string; key: string } {
+  const match = /^s3:\/\/([^/]+)\/(.+)$/s.exec(location);
+  const bucket = match?.[1];
+  const key = match?.[2];
+  // Bucket naming rules (3–63 of a-z 0-9 . -); anything else is not a bucket and must not
+  // reach the SDK's endpoint resolution (the bucket becomes part of a host name).
+  if (bucket === undefined || key === undefined || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    throw new ModelgateError('MG_SOURCE_FAILED', `malformed s3 location: ${JSON.stringify(location)}`);
+  }
+  if (Buffer.byteLength(key) > 1024) {
+    throw new ModelgateError('MG_SOURCE_FAILED', `s3 key longer than 1024 bytes: ${location}`);
+  }
+  return { bucket, key };
+}
+
+function checkPin(location: string, pin: string | undefined, version: string): void {
+  if (pin !== undefined && pin !== version) {
+    throw new ModelgateError(
+      'MG_SOURCE_CHANGED',
+      `${location} changed: expected ETag ${pin}, got ${version}`,
+    );
+  }
+}
+
+function statusOf(error: unknown): number | undefined {
+  return (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+}
+
+function nameOf(error: unknown): string | undefined {
+  return error instanceof Error ? error.name : undefined;
+}
+
+function mapS3Error(error: unknown, location: string, signal: AbortSignal, pin?: string): unknown {
+  if (error instanceof ModelgateError) return error;
+  // The caller aborted: hand back its own reason, as the file store does.
+  if (signal.aborted) return signal.reason;
+  const status = statusOf(error);
+  const name = nameOf(error);
+  const options = { cause: error, details: { location, status, name } };
+  if (status === 404 || name === 'NoSuchKey' || name === 'NotFound' || name === 'NoSuchBucket') {
+    return new ModelgateError('MG_SOURCE_NOT_FOUND', `no such object: ${location}`, options);
+  }
+  if (status === 412 || name === 'PreconditionFailed') {
+    return new ModelgateError(
+      'MG_SOURCE_CHANGED',
+      `${location} changed: expected ETag ${pin ?? '(none)'}, got a precondition failure`,
+      options,
+    );
+  }
+  if (isTimeoutError(error)) {
+    return new ModelgateError('MG_SOURCE_TIMEOUT', `${location}: connect timed out`, options);
+  }
+  const what = status === undefined ? (name ?? String(error)) : `HTTP ${status} ${name ?? ''}`.trim();
+  return new ModelgateError('MG_SOURCE_FAILED', `${location}: expected the object, got ${what}`, options);
+}
