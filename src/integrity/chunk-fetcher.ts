@@ -1,11 +1,16 @@
 import { LRUCache } from 'lru-cache';
-import type { ModelgateError } from '../errors.ts';
 import type { StoreKind } from '../stores/store.ts';
+import { type BufferPool, createBufferPool } from './buffer-pool.ts';
 import { digestEquals } from './digest.ts';
 import type { Hasher } from './hasher.ts';
 import { readFromSources, type SourceSession } from './source-reader.ts';
 
-/** One chunk as read from a source and checked against the manifest. */
+/**
+ * One chunk as read from a source and checked against the manifest. Its
+ * memory is pooled and reference-counted: every holder (each transfer that
+ * got it from `get`, and the cache) calls `release` exactly once, a transfer
+ * only after the socket write carrying its bytes completed.
+ */
 export interface ChunkResult {
   index: number;
   /** The bytes read (at most the chunk's length; fewer when the source was short). */
@@ -18,16 +23,24 @@ export interface ChunkResult {
   /** The source holds bytes beyond the file's size (checked on the last chunk only). */
   extra: boolean;
   store: StoreKind;
+  release(): void;
+}
+
+interface Waiter {
+  resolve(value: ChunkResult): void;
+  reject(error: unknown): void;
 }
 
 interface InFlight {
-  promise: Promise<ChunkResult>;
   controller: AbortController;
-  waiters: number;
+  waiters: Set<Waiter>;
 }
 
 export interface ChunkFetcher {
-  /** The chunk, verified or not (the caller decides what a mismatch means). Shared by concurrent callers. */
+  /**
+   * The chunk, verified or not (the caller decides what a mismatch means),
+   * with one reference for the caller. Shared by concurrent callers.
+   */
   get(session: SourceSession, index: number, signal: AbortSignal): Promise<ChunkResult>;
   /**
    * Marks a transfer of this file as running until the returned function is
@@ -36,22 +49,35 @@ export interface ChunkFetcher {
    * grow memory (one 2 GiB stream stays at about readAhead × chunkSize).
    */
   track(fileDigest: string): () => void;
-  stats(): { sourceReads: number; cacheHits: number; shared: number };
+  stats(): {
+    sourceReads: number;
+    cacheHits: number;
+    shared: number;
+    buffers: ReturnType<BufferPool['stats']>;
+  };
 }
 
 /**
  * Reads chunks for every transfer of the process. Concurrent requests for the
  * same chunk share one source read (fan-out of many pods to one model costs
- * one read per chunk), and verified chunks stay in a byte-bounded LRU so a
- * pod that starts a little later is served from memory. Only verified chunks
- * are cached; a shared read is aborted when its last waiter goes away.
+ * one read per chunk), and while several transfers of a file run, verified
+ * chunks stay in a byte-bounded LRU so a pod slightly behind is served from
+ * memory. Only verified chunks are cached; a shared read is aborted when its
+ * last waiter goes away.
  */
-export function createChunkFetcher(options: { hasher: Hasher; cacheBytes: number }): ChunkFetcher {
+export function createChunkFetcher(options: {
+  hasher: Hasher;
+  cacheBytes: number;
+  pool?: BufferPool;
+}): ChunkFetcher {
+  // Free buffers kept for reuse: enough for a few transfers' read-ahead windows.
+  const pool = options.pool ?? createBufferPool({ maxFreeBytes: 96 * 1024 * 1024 });
   const cache =
     options.cacheBytes > 0
       ? new LRUCache<string, ChunkResult>({
           maxSize: options.cacheBytes,
           sizeCalculation: (value) => Math.max(1, value.data.byteLength),
+          dispose: (value) => value.release(),
         })
       : undefined;
   const inflight = new Map<string, InFlight>();
@@ -60,50 +86,85 @@ export function createChunkFetcher(options: { hasher: Hasher; cacheBytes: number
   let cacheHits = 0;
   let shared = 0;
 
-  async function read(session: SourceSession, index: number, signal: AbortSignal): Promise<ChunkResult> {
+  async function read(session: SourceSession, index: number, signal: AbortSignal) {
     const file = session.file;
     const chunkSize = file.chunkSize!;
     const start = index * chunkSize;
     const length = Math.min(chunkSize, file.size - start);
     const last = index === file.chunks!.length - 1;
-    const buffer = new Uint8Array(length);
+    // One byte of room past the chunk: on the last chunk we ask for it to prove the object ends there.
+    let buffer = pool.acquire(chunkSize + 1);
     let filled = 0;
     let extra = false;
     sourceReads++;
-    const store = await readFromSources(
-      session,
-      // On the last chunk ask for one byte past the end: a longer object is a size mismatch.
-      { start, end: start + length + (last ? 1 : 0) },
-      {
-        onData(bytes, offset) {
-          const at = offset - start;
-          const room = length - at;
-          if (bytes.length > room) extra = true;
-          const take = Math.min(bytes.length, Math.max(room, 0));
-          if (take > 0) buffer.set(take === bytes.length ? bytes : bytes.subarray(0, take), at);
-          filled = Math.max(filled, at + take);
+    try {
+      const store = await readFromSources(
+        session,
+        { start, end: start + length + (last ? 1 : 0) },
+        {
+          target: buffer,
+          onDirect(bytesRead) {
+            filled = Math.min(bytesRead, length);
+            extra = bytesRead > length;
+          },
+          onData(bytes, offset) {
+            const at = offset - start;
+            const room = length - at;
+            if (bytes.length > room) extra = true;
+            const take = Math.min(bytes.length, Math.max(room, 0));
+            if (take > 0) buffer.set(take === bytes.length ? bytes : bytes.subarray(0, take), at);
+            filled = Math.max(filled, at + take);
+          },
+          resumeOffset() {
+            // A retried chunk is read again from its first byte: only whole chunks are verified.
+            filled = 0;
+            extra = false;
+            return start;
+          },
         },
-        resumeOffset() {
-          // A retried chunk is read again from its first byte: only whole chunks are verified.
-          filled = 0;
-          extra = false;
-          return start;
-        },
+        signal,
+      );
+      const short = filled < length;
+      const hashed = await options.hasher.digest(buffer.subarray(0, filled), { owned: true });
+      buffer = new Uint8Array(hashed.data.buffer as ArrayBuffer);
+      const expected = file.chunks![index]!;
+      return {
+        index,
+        data: hashed.data,
+        verified: !short && !extra && digestEquals(hashed.digest, expected),
+        actualHex: hashed.digest.toString('hex'),
+        short,
+        extra,
+        store,
+        backing: hashed.data.buffer as ArrayBuffer,
+      };
+    } catch (error) {
+      pool.release(buffer.buffer as ArrayBuffer);
+      throw error;
+    }
+  }
+
+  /** Wraps a read result with a reference count that returns its memory to the pool at zero. */
+  function counted(result: Awaited<ReturnType<typeof read>>, references: number): ChunkResult {
+    let refs = references;
+    const { backing, ...rest } = result;
+    const chunk: ChunkResult = {
+      ...rest,
+      release() {
+        refs--;
+        if (refs === 0) pool.release(backing);
       },
-      signal,
-    );
-    const short = filled < length;
-    const hashed = await options.hasher.digest(short ? buffer.slice(0, filled) : buffer);
-    const expected = file.chunks![index]!;
-    return {
-      index,
-      data: hashed.data,
-      verified: !short && !extra && digestEquals(hashed.digest, expected),
-      actualHex: hashed.digest.toString('hex'),
-      short,
-      extra,
-      store,
     };
+    (chunk as ChunkResult & { retain(): void }).retain = () => {
+      refs++;
+    };
+    if (refs === 0) pool.release(backing);
+    return chunk;
+  }
+
+  function retain(chunk: ChunkResult): ChunkResult {
+    (chunk as ChunkResult & { retain(): void }).retain();
+    return chunk;
   }
 
   return {
@@ -113,53 +174,51 @@ export function createChunkFetcher(options: { hasher: Hasher; cacheBytes: number
       const hit = cache?.get(cacheKey);
       if (hit) {
         cacheHits++;
-        return Promise.resolve(hit);
+        return Promise.resolve(retain(hit));
       }
       const flightKey = `${cacheKey}/${file.sources.join(' ')}`;
-      let entry = inflight.get(flightKey);
-      if (entry) {
+      let flight = inflight.get(flightKey);
+      if (flight) {
         shared++;
       } else {
-        const controller = new AbortController();
-        const promise = read(session, index, controller.signal).then((result) => {
-          if (result.verified && (running.get(file.digest) ?? 0) > 1) cache?.set(cacheKey, result);
-          return result;
-        });
-        const created: InFlight = { promise, controller, waiters: 0 };
-        entry = created;
+        const created: InFlight = { controller: new AbortController(), waiters: new Set() };
+        flight = created;
         inflight.set(flightKey, created);
-        const forget = () => {
-          if (inflight.get(flightKey) === created) inflight.delete(flightKey);
-        };
-        promise.then(forget, forget);
-      }
-      const flight = entry;
-      flight.waiters++;
-      return new Promise<ChunkResult>((resolve, reject) => {
-        let settled = false;
-        const leave = () => {
-          if (settled) return;
-          settled = true;
-          flight.waiters--;
-          signal.removeEventListener('abort', onAbort);
-        };
-        const onAbort = () => {
-          leave();
-          if (flight.waiters === 0) flight.controller.abort(signal.reason);
-          reject(signal.reason);
-        };
-        if (signal.aborted) return onAbort();
-        signal.addEventListener('abort', onAbort, { once: true });
-        flight.promise.then(
-          (value) => {
-            leave();
-            resolve(value);
+        read(session, index, created.controller.signal).then(
+          (result) => {
+            inflight.delete(flightKey);
+            const cacheIt = result.verified && cache !== undefined && (running.get(file.digest) ?? 0) > 1;
+            // Every waiter still attached gets its own reference, the cache one more.
+            const chunk = counted(result, created.waiters.size + (cacheIt ? 1 : 0));
+            if (cacheIt) cache!.set(cacheKey, chunk);
+            for (const waiter of created.waiters) waiter.resolve(chunk);
           },
-          (error: ModelgateError) => {
-            leave();
-            reject(error);
+          (error: unknown) => {
+            inflight.delete(flightKey);
+            for (const waiter of created.waiters) waiter.reject(error);
           },
         );
+      }
+      const joined = flight;
+      return new Promise<ChunkResult>((resolve, reject) => {
+        const onAbort = () => {
+          joined.waiters.delete(waiter);
+          if (joined.waiters.size === 0) joined.controller.abort(signal.reason);
+          reject(signal.reason);
+        };
+        const waiter: Waiter = {
+          resolve(value) {
+            signal.removeEventListener('abort', onAbort);
+            resolve(value);
+          },
+          reject(error) {
+            signal.removeEventListener('abort', onAbort);
+            reject(error);
+          },
+        };
+        joined.waiters.add(waiter);
+        if (signal.aborted) return onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
       });
     },
     track(fileDigest) {
@@ -173,6 +232,6 @@ export function createChunkFetcher(options: { hasher: Hasher; cacheBytes: number
         else running.delete(fileDigest);
       };
     },
-    stats: () => ({ sourceReads, cacheHits, shared }),
+    stats: () => ({ sourceReads, cacheHits, shared, buffers: pool.stats() }),
   };
 }

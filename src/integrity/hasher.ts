@@ -2,13 +2,15 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
-/**
- * SHA-256 of a chunk. `digest` may take ownership of the buffer's memory for
- * the duration of the call (worker transfer) and returns a view over the same
- * bytes, which the caller must use from then on.
- */
+/** SHA-256 of a chunk, inline or on a worker thread. */
 export interface Hasher {
-  digest(data: Uint8Array): Promise<{ data: Uint8Array; digest: Buffer }>;
+  /**
+   * `owned: true` means the caller owns `data.buffer` outright (no other view
+   * of it is in use), so a worker may take it by transfer instead of a copy;
+   * the returned `data` is then a new view of the same memory, which the
+   * caller must use from then on.
+   */
+  digest(data: Uint8Array, options?: { owned?: boolean }): Promise<{ data: Uint8Array; digest: Buffer }>;
   close(): Promise<void>;
 }
 
@@ -27,14 +29,16 @@ export function createInlineHasher(): Hasher {
 interface Pending {
   resolve: (value: { data: Uint8Array; digest: Buffer }) => void;
   reject: (error: Error) => void;
+  byteOffset: number;
+  byteLength: number;
 }
 
 /**
  * A small pool of worker threads that hash chunk buffers transferred to them,
  * so SHA-256 (about a third of a hashing proxy's CPU time) does not block the
  * event loop that writes sockets (DESIGN.md "Keep the event loop for I/O").
- * Buffers that share their ArrayBuffer with other data are copied first: only
- * a whole ArrayBuffer can be transferred.
+ * Memory the caller does not own outright is copied first: transferring
+ * detaches every view of an ArrayBuffer.
  */
 export function createWorkerHasher(size = Math.max(1, Math.min(4, availableParallelism()))): Hasher {
   const workers: Array<{ worker: Worker; busy: number }> = [];
@@ -43,7 +47,7 @@ export function createWorkerHasher(size = Math.max(1, Math.min(4, availableParal
   let closed = false;
 
   for (let i = 0; i < size; i++) {
-    const worker = new Worker(new URL('./hash-worker.ts', import.meta.url));
+    const worker = new Worker(new URL('./hash-worker.js', import.meta.url));
     worker.unref();
     const slot = { worker, busy: 0 };
     worker.on('message', (message: { id: number; buffer: ArrayBuffer; digest: ArrayBuffer }) => {
@@ -51,7 +55,10 @@ export function createWorkerHasher(size = Math.max(1, Math.min(4, availableParal
       const waiter = pending.get(message.id);
       if (!waiter) return;
       pending.delete(message.id);
-      waiter.resolve({ data: new Uint8Array(message.buffer), digest: Buffer.from(message.digest) });
+      waiter.resolve({
+        data: new Uint8Array(message.buffer, waiter.byteOffset, waiter.byteLength),
+        digest: Buffer.from(message.digest),
+      });
     });
     worker.on('error', (error) => {
       for (const [id, waiter] of pending) {
@@ -63,26 +70,24 @@ export function createWorkerHasher(size = Math.max(1, Math.min(4, availableParal
   }
 
   return {
-    digest(data) {
+    digest(data, options = {}) {
       if (closed || data.byteLength < INLINE_BELOW_BYTES) {
         return Promise.resolve({ data, digest: createHash('sha256').update(data).digest() });
       }
-      let owned = data;
-      if (
-        data.byteOffset !== 0 ||
-        data.byteLength !== data.buffer.byteLength ||
-        !(data.buffer instanceof ArrayBuffer)
-      ) {
-        owned = new Uint8Array(data.byteLength);
-        owned.set(data);
+      let view = data;
+      if (!options.owned || !(data.buffer instanceof ArrayBuffer)) {
+        view = new Uint8Array(data.byteLength);
+        view.set(data);
       }
       const slot = workers.reduce((a, b) => (b.busy < a.busy ? b : a));
       const id = nextId++;
       slot.busy++;
       return new Promise((resolve, reject) => {
-        pending.set(id, { resolve, reject });
-        const buffer = owned.buffer as ArrayBuffer;
-        slot.worker.postMessage({ id, buffer, byteOffset: 0, byteLength: owned.byteLength }, [buffer]);
+        pending.set(id, { resolve, reject, byteOffset: view.byteOffset, byteLength: view.byteLength });
+        const buffer = view.buffer as ArrayBuffer;
+        slot.worker.postMessage({ id, buffer, byteOffset: view.byteOffset, byteLength: view.byteLength }, [
+          buffer,
+        ]);
       });
     },
     async close() {

@@ -85,6 +85,12 @@ function watchdog(store: Store, parent: AbortSignal) {
 }
 
 export interface PieceSink {
+  /**
+   * Where bytes from `resumeOffset()` on may be written directly, for stores
+   * with `readInto` (no intermediate buffers). `onDirect` then reports the count.
+   */
+  target?: Uint8Array;
+  onDirect?(bytesRead: number, store: StoreKind): void;
   /** Called with each buffer as it arrives, in order, from offset `range.start + received`. */
   onData(buffer: Buffer, offset: number, store: StoreKind): void | Promise<void>;
   /** A retry restarts the piece from `offset` (whole-file mode resumes; chunk mode restarts the chunk). */
@@ -187,6 +193,14 @@ async function readOnce(
   let result: ReadResult | undefined;
   try {
     const pin = session.pins.get(location);
+    if (store.readInto && sink.target && sink.onDirect) {
+      const options = pin === undefined ? { signal: guard.signal } : { signal: guard.signal, pin };
+      const direct = await store.readInto(location, range, sink.target, options);
+      if (pin === undefined) session.pins.set(location, direct.version);
+      sink.onDirect(direct.bytesRead, store.kind);
+      session.metrics.sourceRequests.inc({ store: store.kind, outcome: 'ok' });
+      return;
+    }
     result = await store.read(
       location,
       range,

@@ -12,7 +12,11 @@ import { readFromSources, type SourceSession } from './source-reader.ts';
  */
 export interface TransferTarget {
   readonly headersSent: boolean;
-  write(bytes: Uint8Array, store: StoreKind): Promise<void>;
+  /**
+   * `onFlushed` runs once the socket is done with `bytes` (written to the
+   * kernel, or the write failed): only then may their memory be reused.
+   */
+  write(bytes: Uint8Array, store: StoreKind, onFlushed?: () => void): Promise<void>;
   end(): Promise<void>;
 }
 
@@ -113,23 +117,35 @@ export async function sendChunked(options: TransferOptions & { fetcher: ChunkFet
     for (let index = first; index <= last; index++) {
       fill();
       const chunk = await window.shift()!;
-      const problem = chunkProblem(session, chunk);
-      if (problem) {
-        options.onViolation(problem);
-        if (options.onMismatch === 'fail' || chunk.short) throw problem;
+      let handedOver = false;
+      try {
+        const problem = chunkProblem(session, chunk);
+        if (problem) {
+          options.onViolation(problem);
+          if (options.onMismatch === 'fail' || chunk.short) throw problem;
+        }
+        const chunkStart = index * chunkSize;
+        const from = Math.max(range.start - chunkStart, 0);
+        const to = Math.min(range.end - chunkStart, chunk.data.byteLength);
+        const slice = from === 0 && to === chunk.data.byteLength ? chunk.data : chunk.data.subarray(from, to);
+        handedOver = true;
+        await target.write(slice, chunk.store, () => chunk.release());
+        bytes += slice.byteLength;
+      } finally {
+        if (!handedOver) chunk.release();
       }
-      const chunkStart = index * chunkSize;
-      const from = Math.max(range.start - chunkStart, 0);
-      const to = Math.min(range.end - chunkStart, chunk.data.byteLength);
-      const slice = from === 0 && to === chunk.data.byteLength ? chunk.data : chunk.data.subarray(from, to);
-      await target.write(slice, chunk.store);
-      bytes += slice.byteLength;
     }
     await target.end();
     return { bytes };
   } finally {
     untrack();
     local.abort(new Error('transfer finished'));
+    // Chunks fetched ahead but never sent still hold a reference each.
+    for (const pending of window)
+      pending.then(
+        (chunk) => chunk.release(),
+        () => {},
+      );
   }
 }
 

@@ -257,7 +257,7 @@ export function createHandler(deps: HandlerDeps) {
       get headersSent() {
         return res.headersSent;
       },
-      async write(bytes, store) {
+      async write(bytes, store, onFlushed) {
         if (!res.headersSent) {
           res.writeHead(status, headers);
           metrics.timeToFirstByte.observe({ store }, (deps.clock() - started) / 1000);
@@ -267,7 +267,8 @@ export function createHandler(deps: HandlerDeps) {
         record.bytes += bytes.byteLength;
         metrics.bytesServed.inc({ store }, bytes.byteLength);
         // Backpressure: wait for the socket to drain before handing over more verified bytes.
-        if (!res.write(bytes)) await once(res, 'drain', { signal: controller.signal });
+        const accepted = onFlushed ? res.write(bytes, () => onFlushed()) : res.write(bytes);
+        if (!accepted) await once(res, 'drain', { signal: controller.signal });
       },
       async end() {
         if (!res.headersSent) {

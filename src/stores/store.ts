@@ -52,12 +52,26 @@ export interface ReadResult {
   size: number;
 }
 
+export interface ReadIntoResult {
+  bytesRead: number;
+  version: string;
+  size: number;
+}
+
 export interface Store {
   readonly kind: StoreKind;
   /** Timeouts the engine applies to this store's reads (first byte, idle); connect is applied by the store. */
   readonly timeouts: StoreTimeouts;
   stat(location: string, signal: AbortSignal): Promise<ObjectVersion>;
   read(location: string, range: ByteRange, options: ReadOptions): Promise<ReadResult>;
+  /**
+   * Optional fast path for stores that can fill a caller's buffer directly
+   * (the file store: positioned reads, no intermediate buffers to collect).
+   * Reads `[range.start, range.end)` into `target` from index 0 and resolves
+   * with the count read, fewer when the object ends early. Same errors and
+   * pin semantics as `read`.
+   */
+  readInto?(location: string, range: ByteRange, target: Uint8Array, options: ReadOptions): Promise<ReadIntoResult>;
   close(): Promise<void>;
 }
 

@@ -1,10 +1,10 @@
 import { constants, createReadStream } from 'node:fs';
-import { open, realpath, stat } from 'node:fs/promises';
+import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FileStoreConfig } from '../../config/config.types.ts';
 import { ModelgateError } from '../../errors.ts';
-import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
+import type { ByteRange, ObjectVersion, ReadIntoResult, ReadOptions, ReadResult, Store } from '../store.ts';
 
 /** Read size from disk. 1 MiB keeps syscalls few and matches the socket side's write size. */
 const READ_HIGH_WATER_MARK = 1024 * 1024;
@@ -62,6 +62,30 @@ export function createFileStore(config: FileStoreConfig): Store {
     return real;
   }
 
+  /** Opens a location and checks the version pin against the open handle (no race with a rename over it). */
+  async function openPinned(location: string, options: ReadOptions) {
+    const path = await resolveLocation(location);
+    options.signal.throwIfAborted();
+    let handle: FileHandle;
+    try {
+      // O_NOFOLLOW: the final component was checked by realpath above; refuse a swap to a symlink since.
+      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (error) {
+      throw notFoundOrFailed(error, location);
+    }
+    try {
+      const info = await handle.stat({ bigint: true });
+      const version = versionOf(info);
+      if (options.pin !== undefined && options.pin !== version) {
+        throw new ModelgateError('MG_SOURCE_CHANGED', `${location} changed: expected version ${options.pin}, got ${version}`);
+      }
+      return { handle, version, size: Number(info.size) };
+    } catch (error) {
+      await handle.close().catch(() => {});
+      throw error instanceof ModelgateError ? error : notFoundOrFailed(error, location);
+    }
+  }
+
   return {
     kind: 'file',
     timeouts: config.timeouts,
@@ -79,25 +103,8 @@ export function createFileStore(config: FileStoreConfig): Store {
     },
 
     async read(location: string, range: ByteRange, options: ReadOptions): Promise<ReadResult> {
-      const path = await resolveLocation(location);
-      options.signal.throwIfAborted();
-      let handle: Awaited<ReturnType<typeof open>>;
+      const { handle, version, size } = await openPinned(location, options);
       try {
-        // O_NOFOLLOW: the final component was checked by realpath above; refuse a swap to a symlink since.
-        handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-      } catch (error) {
-        throw notFoundOrFailed(error, location);
-      }
-      try {
-        const info = await handle.stat({ bigint: true });
-        const version = versionOf(info);
-        if (options.pin !== undefined && options.pin !== version) {
-          throw new ModelgateError(
-            'MG_SOURCE_CHANGED',
-            `${location} changed: expected version ${options.pin}, got ${version}`,
-          );
-        }
-        const size = Number(info.size);
         if (range.start >= size || range.end <= range.start) {
           await handle.close();
           return { stream: Readable.from([]), version, size };
@@ -114,6 +121,26 @@ export function createFileStore(config: FileStoreConfig): Store {
       } catch (error) {
         await handle.close().catch(() => {});
         throw error instanceof ModelgateError ? error : notFoundOrFailed(error, location);
+      }
+    },
+
+    async readInto(location: string, range: ByteRange, target: Uint8Array, options: ReadOptions): Promise<ReadIntoResult> {
+      const { handle, version, size } = await openPinned(location, options);
+      try {
+        const want = Math.max(0, Math.min(range.end, size) - range.start, 0);
+        const length = Math.min(want, target.byteLength);
+        let filled = 0;
+        while (filled < length) {
+          options.signal.throwIfAborted();
+          const { bytesRead } = await handle.read(target, filled, length - filled, range.start + filled);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+        }
+        return { bytesRead: filled, version, size };
+      } catch (error) {
+        throw error instanceof ModelgateError || options.signal.aborted ? error : notFoundOrFailed(error, location);
+      } finally {
+        await handle.close().catch(() => {});
       }
     },
 
