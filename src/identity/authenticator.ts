@@ -87,6 +87,7 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
     options.tokenCacheEntries > 0
       ? new LRUCache<string, Principal>({ max: options.tokenCacheEntries, perf: { now: clock } })
       : undefined;
+  const verifying = new Map<string, Promise<Principal>>();
   const retryTimers = new Set<NodeJS.Timeout>();
   let verifications = 0;
   let closed = false;
@@ -98,11 +99,24 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
     const cached = cache?.get(cacheKey);
     if (cached !== undefined && clock() < cached.expiresAt * 1000) return cached;
 
-    const principal = await verifyToken(token);
-    const ttl = principal.expiresAt * 1000 - clock();
-    // Never cached past `exp`: a token valid only thanks to clock tolerance is verified every time.
-    if (cache !== undefined && ttl > 0) cache.set(cacheKey, principal, { ttl });
-    return principal;
+    // Concurrent first uses of one token (a pod's parallel downloads right after a token rotation)
+    // share one verification; the entry lives only while it runs, so failures are never remembered.
+    let pending = verifying.get(cacheKey);
+    if (pending === undefined) {
+      pending = verifyToken(token).then((principal) => {
+        const ttl = principal.expiresAt * 1000 - clock();
+        // Never cached past `exp`: a token valid only thanks to clock tolerance is verified every time.
+        if (cache !== undefined && ttl > 0) cache.set(cacheKey, principal, { ttl });
+        return principal;
+      });
+      const created = pending;
+      verifying.set(cacheKey, created);
+      const forget = () => {
+        if (verifying.get(cacheKey) === created) verifying.delete(cacheKey);
+      };
+      created.then(forget, forget);
+    }
+    return pending;
   }
 
   async function verifyToken(token: string): Promise<Principal> {

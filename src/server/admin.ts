@@ -10,7 +10,7 @@ export interface ReadinessReport {
 
 export interface AdminDeps {
   registry: Registry;
-  readiness(): ReadinessReport;
+  readiness(): ReadinessReport | Promise<ReadinessReport>;
   /** Optional: metrics aggregated across worker processes (serve --workers). */
   metricsText?(): Promise<{ contentType: string; body: string }>;
   /** Refreshes gauges that depend on the clock (environments flipping to enforce) right before a scrape. */
@@ -30,7 +30,7 @@ export function createAdminHandler(deps: AdminDeps) {
       return;
     }
     if (path === '/readyz') {
-      const report = deps.readiness();
+      const report = await deps.readiness();
       const body = `${JSON.stringify(report)}\n`;
       res.writeHead(report.ready ? 200 : 503, { 'Content-Type': 'application/json' }).end(body);
       return;

@@ -29,6 +29,8 @@ export interface AppOptions {
   clock?: Clock;
   /** Replaces the admin /metrics body (worker aggregation). */
   metricsText?: AdminDeps['metricsText'];
+  /** False in `serve --workers N` workers: the primary process serves the admin listener for all of them. */
+  adminListener?: boolean;
 }
 
 export interface App {
@@ -191,13 +193,14 @@ export async function createApp(options: AppOptions): Promise<App> {
       const environments = new Set(catalog.all().map((r) => r.environment));
       policy.updateGauge(environments);
       await listen(data, config.listen.port, config.listen.address);
-      await listen(admin, config.admin.port, config.admin.address);
+      const withAdmin = options.adminListener !== false;
+      if (withAdmin) await listen(admin, config.admin.port, config.admin.address);
       if (tls) {
         // Polling survives the symlink swaps Kubernetes uses to update mounted secrets.
         watchFile(tls.cert, { interval: 5000, persistent: false }, reloadTls);
         watchFile(tls.key, { interval: 5000, persistent: false }, reloadTls);
       }
-      return { dataUrl: urlOf(data, Boolean(tls)), adminUrl: urlOf(admin, false) };
+      return { dataUrl: urlOf(data, Boolean(tls)), adminUrl: withAdmin ? urlOf(admin, false) : '' };
     },
     async reload() {
       await catalog.reload();
@@ -219,8 +222,10 @@ export async function createApp(options: AppOptions): Promise<App> {
       const cut = active;
       data.closeAllConnections();
       await closed;
-      admin.closeAllConnections();
-      await new Promise<void>((resolve) => admin.close(() => resolve()));
+      if (admin.listening) {
+        admin.closeAllConnections();
+        await new Promise<void>((resolve) => admin.close(() => resolve()));
+      }
       if (tls) {
         unwatchFile(tls.cert, reloadTls);
         unwatchFile(tls.key, reloadTls);

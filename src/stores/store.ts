@@ -71,7 +71,12 @@ export interface Store {
    * with the count read, fewer when the object ends early. Same errors and
    * pin semantics as `read`.
    */
-  readInto?(location: string, range: ByteRange, target: Uint8Array, options: ReadOptions): Promise<ReadIntoResult>;
+  readInto?(
+    location: string,
+    range: ByteRange,
+    target: Uint8Array,
+    options: ReadOptions,
+  ): Promise<ReadIntoResult>;
   close(): Promise<void>;
 }
 

@@ -34,7 +34,9 @@ export async function startServeProcess(
   args: string[],
   options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
 ): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [MAIN, 'serve', ...args], {
+  // One process unless a test asks for workers: RSS, caps and logs are then those of the process serving.
+  const workers = args.includes('--workers') ? [] : ['--workers', '1'];
+  const child = spawn(process.execPath, [MAIN, 'serve', ...workers, ...args], {
     cwd: options.cwd ?? new URL('../..', import.meta.url).pathname,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -131,7 +131,9 @@ describe('memory while streaming a large file', () => {
         assert.equal(received.complete, true);
         assert.equal(received.nonZero, false);
         const growth = peak - baseline;
-        t.diagnostic(`proxy RSS baseline ${(baseline / MiB).toFixed(1)} MiB, peak ${(peak / MiB).toFixed(1)} MiB`);
+        t.diagnostic(
+          `proxy RSS baseline ${(baseline / MiB).toFixed(1)} MiB, peak ${(peak / MiB).toFixed(1)} MiB`,
+        );
         assert.ok(
           growth < 64 * MiB,
           `RSS grew by ${(growth / MiB).toFixed(1)} MiB (baseline ${(baseline / MiB).toFixed(1)} MiB)`,

@@ -77,7 +77,10 @@ export function createFileStore(config: FileStoreConfig): Store {
       const info = await handle.stat({ bigint: true });
       const version = versionOf(info);
       if (options.pin !== undefined && options.pin !== version) {
-        throw new ModelgateError('MG_SOURCE_CHANGED', `${location} changed: expected version ${options.pin}, got ${version}`);
+        throw new ModelgateError(
+          'MG_SOURCE_CHANGED',
+          `${location} changed: expected version ${options.pin}, got ${version}`,
+        );
       }
       return { handle, version, size: Number(info.size) };
     } catch (error) {
@@ -124,7 +127,12 @@ export function createFileStore(config: FileStoreConfig): Store {
       }
     },
 
-    async readInto(location: string, range: ByteRange, target: Uint8Array, options: ReadOptions): Promise<ReadIntoResult> {
+    async readInto(
+      location: string,
+      range: ByteRange,
+      target: Uint8Array,
+      options: ReadOptions,
+    ): Promise<ReadIntoResult> {
       const { handle, version, size } = await openPinned(location, options);
       try {
         const want = Math.max(0, Math.min(range.end, size) - range.start, 0);
@@ -138,7 +146,9 @@ export function createFileStore(config: FileStoreConfig): Store {
         }
         return { bytesRead: filled, version, size };
       } catch (error) {
-        throw error instanceof ModelgateError || options.signal.aborted ? error : notFoundOrFailed(error, location);
+        throw error instanceof ModelgateError || options.signal.aborted
+          ? error
+          : notFoundOrFailed(error, location);
       } finally {
         await handle.close().catch(() => {});
       }

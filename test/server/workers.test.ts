@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { randomBytesSeeded } from '../helpers/proxy.ts';
+import {
+  buildManifest,
+  createSigner,
+  releaseDigest,
+  signRelease,
+  writeRelease,
+} from '../helpers/releases.ts';
+import { startServeProcess } from '../helpers/serve-process.ts';
+import { generateTestKey, mintKubernetesToken, writeJwksFile } from '../helpers/tokens.ts';
+
+const ISSUER = 'https://issuer.workers.invalid';
+
+/** Sum of a metric's samples in Prometheus text, parsed line by line. */
+function sampleSum(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? ([^ ]+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const found = Object.fromEntries(
+      [...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]),
+    );
+    if (Object.entries(labels).every(([k, v]) => found[k] === v)) sum += Number(match[4]);
+  }
+  return sum;
+}
+
+describe('serve --workers 2', () => {
+  let dir: string;
+  let config: string;
+  let token: string;
+  let path: string;
+  const bytes = randomBytesSeeded(64 * 1024, 5);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'modelgate-workers-'));
+    await mkdir(join(dir, 'models'));
+    await mkdir(join(dir, 'releases'));
+    await writeFile(join(dir, 'models', 'w.bin'), bytes);
+    const key = await generateTestKey('ES256');
+    await writeJwksFile(dir, [key], 'issuer.jwks.json');
+    token = await mintKubernetesToken(key, { issuer: ISSUER });
+    const signer = await createSigner(dir);
+    const jws = await signRelease(
+      buildManifest({
+        model: 'w',
+        version: '1',
+        environment: 'prod',
+        files: [{ path: 'w.bin', bytes, sources: ['file:w.bin'] }],
+      }),
+      signer,
+    );
+    await writeRelease(join(dir, 'releases'), 'w', jws);
+    path = `/v1/models/w/releases/${releaseDigest(jws)}/files/w.bin`;
+    config = join(dir, 'modelgate.yaml');
+    await writeFile(
+      config,
+      stringify({
+        listen: { address: '127.0.0.1', port: 0 },
+        admin: { address: '127.0.0.1', port: 0 },
+        stores: { file: { root: join(dir, 'models') } },
+        catalog: { dir: join(dir, 'releases'), pollSeconds: 0 },
+        issuers: [
+          {
+            name: 't',
+            issuer: ISSUER,
+            jwksFile: join(dir, 'issuer.jwks.json'),
+            audiences: ['modelgate'],
+            algorithms: ['ES256'],
+          },
+        ],
+        serviceAccounts: [
+          {
+            name: 'sa',
+            issuer: 't',
+            subject: 'system:serviceaccount:fraud:inference',
+            grants: [{ models: ['**'], environments: ['prod'] }],
+          },
+        ],
+        signers: [{ name: 'release', jwksFile: signer.jwksFile, environments: ['prod'] }],
+        environments: { prod: { mode: 'enforce', digestRefsOnly: true } },
+      }),
+    );
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  describe('when requests spread over two worker processes', () => {
+    it('serves from a shared port, aggregates metrics and readiness, and exits 0 on SIGTERM', async () => {
+      const proxy = await startServeProcess(['--config', config, '--workers', '2']);
+      try {
+        const ready = (await (await fetch(`${proxy.adminUrl}/readyz`)).json()) as {
+          ready: boolean;
+          checks: { workers: { detail: { expected: number; answered: number } } };
+        };
+        assert.equal(ready.ready, true);
+        assert.deepEqual(ready.checks.workers.detail, { expected: 2, answered: 2 });
+        const requests = 20;
+        for (let i = 0; i < requests; i++) {
+          // A new connection each time, so the primary's round robin hands them to both workers.
+          const res = await fetch(`${proxy.dataUrl}${path}`, {
+            headers: { authorization: `Bearer ${token}`, connection: 'close' },
+          });
+          assert.equal(res.status, 200);
+          assert.ok(Buffer.from(await res.arrayBuffer()).equals(bytes));
+        }
+        const text = await (await fetch(`${proxy.adminUrl}/metrics`)).text();
+        assert.equal(
+          sampleSum(text, 'modelgate_requests_total', { route: 'file', outcome: 'served' }),
+          requests,
+        );
+        assert.equal(
+          sampleSum(text, 'modelgate_bytes_served_total', { store: 'file' }),
+          requests * bytes.length,
+        );
+        const listening = proxy.logs.filter((l) => l.msg === 'modelgate listening');
+        assert.equal(listening.at(-1)?.workers, 2);
+      } finally {
+        assert.equal(await proxy.stop('SIGTERM'), 0);
+      }
+    });
+  });
+});
