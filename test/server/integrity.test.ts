@@ -189,6 +189,25 @@ describe('fail-closed verified streaming', () => {
     });
   });
 
+  describe('when many clients fetch the same file at once', () => {
+    it('reads each chunk from the source once and serves every client the full verified file', async () => {
+      const original = randomBytesSeeded(6 * MiB + 99, 18);
+      const path = await release('fan-out', original, original);
+      const reads = () => h.metric('modelgate_source_requests_total', { store: 'file', outcome: 'ok' });
+      const before = await reads();
+      const token = await h.token();
+      const results = await Promise.all(
+        Array.from({ length: 8 }, () => rawGet(`${h.url}${path}`, { authorization: `Bearer ${token}` })),
+      );
+      for (const res of results) {
+        assert.equal(res.status, 200);
+        assert.ok(res.complete && res.body.equals(original));
+      }
+      // 7 chunks: one source read each, shared by the 8 transfers (in flight or from the chunk cache).
+      assert.equal((await reads()) - before, 7);
+    });
+  });
+
   describe('when the client disconnects mid-transfer', () => {
     it('counts client_aborted and the in-flight gauge returns to 0', async () => {
       const original = randomBytesSeeded(8 * MiB, 17);

@@ -156,3 +156,27 @@ describe('routing and request validation', () => {
     });
   });
 });
+
+describe('authentication failure bursts', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness();
+  });
+  after(() => h.stop());
+
+  describe('when twenty requests without a valid token arrive within ten seconds', () => {
+    it('logs one auth_failure_burst warning with the count per reason', async () => {
+      for (let i = 0; i < 25; i++) {
+        const res = await h.request('/v1/models/x/releases/1.0', { token: i % 2 ? null : 'not.a.jwt' });
+        assert.equal(res.status, 401);
+        await res.arrayBuffer();
+      }
+      const bursts = h.logs.filter((l) => l.event === 'auth_failure_burst');
+      assert.equal(bursts.length, 1);
+      assert.equal(bursts[0]!.level, 'warn');
+      const byReason = bursts[0]!.byReason as Record<string, number>;
+      assert.equal((byReason.MG_TOKEN_MISSING ?? 0) + (byReason.MG_TOKEN_MALFORMED ?? 0), 20);
+      assert.ok(!JSON.stringify(h.logs).includes('not.a.jwt'), 'token text never logged');
+    });
+  });
+});
