@@ -26,6 +26,11 @@ export interface ChunkResult {
   release(): void;
 }
 
+/** A chunk with its reference count exposed to the fetcher (the cache takes extra references). */
+interface CountedChunk extends ChunkResult {
+  retain(): CountedChunk;
+}
+
 interface Waiter {
   resolve(value: ChunkResult): void;
   reject(error: unknown): void;
@@ -74,7 +79,7 @@ export function createChunkFetcher(options: {
   const pool = options.pool ?? createBufferPool({ maxFreeBytes: 96 * 1024 * 1024 });
   const cache =
     options.cacheBytes > 0
-      ? new LRUCache<string, ChunkResult>({
+      ? new LRUCache<string, CountedChunk>({
           maxSize: options.cacheBytes,
           sizeCalculation: (value) => Math.max(1, value.data.byteLength),
           dispose: (value) => value.release(),
@@ -145,26 +150,21 @@ export function createChunkFetcher(options: {
   }
 
   /** Wraps a read result with a reference count that returns its memory to the pool at zero. */
-  function counted(result: Awaited<ReturnType<typeof read>>, references: number): ChunkResult {
+  function counted(result: Awaited<ReturnType<typeof read>>, references: number): CountedChunk {
     let refs = references;
     const { backing, ...rest } = result;
-    const chunk: ChunkResult = {
+    if (refs === 0) pool.release(backing);
+    return {
       ...rest,
+      retain() {
+        refs++;
+        return this;
+      },
       release() {
         refs--;
         if (refs === 0) pool.release(backing);
       },
     };
-    (chunk as ChunkResult & { retain(): void }).retain = () => {
-      refs++;
-    };
-    if (refs === 0) pool.release(backing);
-    return chunk;
-  }
-
-  function retain(chunk: ChunkResult): ChunkResult {
-    (chunk as ChunkResult & { retain(): void }).retain();
-    return chunk;
   }
 
   return {
@@ -174,7 +174,7 @@ export function createChunkFetcher(options: {
       const hit = cache?.get(cacheKey);
       if (hit) {
         cacheHits++;
-        return Promise.resolve(retain(hit));
+        return Promise.resolve(hit.retain());
       }
       const flightKey = `${cacheKey}/${file.sources.join(' ')}`;
       let flight = inflight.get(flightKey);
