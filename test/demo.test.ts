@@ -37,8 +37,12 @@ describe('the embedded default (npm start)', () => {
         const body = execFileSync('bash', ['-c', curl.replace('\\\n', ' ')], { cwd: REPO });
         const url = /(http:\/\/\S+\/files\/config\.json)/.exec(curl)![1]!;
         const releasePath = url.replace(/\/files\/config\.json$/, '');
-        const token = execFileSync('bash', ['-c', `cat ${/\$\(cat ([^)]+)\)/.exec(curl)![1]}`], { cwd: REPO }).toString().trim();
-        const manifest = (await (await fetch(releasePath, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+        const token = execFileSync('bash', ['-c', `cat ${/\$\(cat ([^)]+)\)/.exec(curl)![1]}`], { cwd: REPO })
+          .toString()
+          .trim();
+        const manifest = (await (
+          await fetch(releasePath, { headers: { authorization: `Bearer ${token}` } })
+        ).json()) as {
           files: Array<{ path: string; digest: string; size: number }>;
         };
         const entry = manifest.files.find((f) => f.path === 'config.json');
