@@ -151,7 +151,7 @@ Fetch a verified file:
     ${base}/files/config.json
 
 Pull the whole release into ./tiny-llm, verified again on the client:
-  node src/main.ts fetch --proxy ${dataUrl} --model ${DEMO.model} --release ${releaseDigest} \\
+  npx modelgate fetch --proxy ${dataUrl} --model ${DEMO.model} --release ${releaseDigest} \\
     --token-file ${shownToken} --dest ./tiny-llm
 
 `;

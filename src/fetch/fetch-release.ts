@@ -49,6 +49,8 @@ export interface ReleaseRecord {
   provenance?: Record<string, string>;
   /** The proxy it came through (origin and path only). */
   proxy: string;
+  /** The release signer as the proxy verified it (`unsigned` for an unsigned manifest), when it said. */
+  signer?: string;
   files: Array<{ path: string; size: number; digest: string }>;
   fetchedAt: string;
 }
@@ -58,6 +60,7 @@ const DEFAULT_RETRY_BASE_MS = 250;
 interface VerifiedManifest {
   releaseDigest: string;
   manifest: FetchManifest;
+  signer: string | undefined;
 }
 
 /**
@@ -71,7 +74,7 @@ async function getVerifiedManifest(
   ref: string,
   signal: AbortSignal,
 ): Promise<VerifiedManifest> {
-  const { body, releaseDigest } = await client.getManifest(model, ref, signal);
+  const { body, releaseDigest, signer } = await client.getManifest(model, ref, signal);
   if (releaseDigest === undefined || !isDigest(releaseDigest)) {
     throw new FetchError(
       'integrity',
@@ -94,7 +97,7 @@ async function getVerifiedManifest(
       `expected release ${ref}, the manifest hashes to ${actual}`,
     );
   }
-  return { releaseDigest: actual, manifest: parseManifest(body, model, ref) };
+  return { releaseDigest: actual, manifest: parseManifest(body, model, ref), signer };
 }
 
 /** Retries a request on retryable failures (backoff) and once on an integrity failure. */
@@ -230,7 +233,7 @@ export async function fetchRelease(options: FetchOptions): Promise<FetchSummary>
     ...(options.ca === undefined ? {} : { ca: options.ca }),
   });
   try {
-    const { releaseDigest, manifest } = await withRetries(
+    const { releaseDigest, manifest, signer } = await withRetries(
       (s) => getVerifiedManifest(client, options.model, options.release, s),
       { retries: options.retries, retryBaseMs, signal, reporter },
     );
@@ -273,6 +276,7 @@ export async function fetchRelease(options: FetchOptions): Promise<FetchSummary>
       environment: manifest.environment,
       ...(manifest.created === undefined ? {} : { created: manifest.created }),
       ...(manifest.provenance === undefined ? {} : { provenance: manifest.provenance }),
+      ...(signer === undefined ? {} : { signer }),
       proxy: `${options.proxy.origin}${options.proxy.pathname}`,
       files: manifest.files.map((f) => ({ path: f.path, size: f.size, digest: f.digest })),
       fetchedAt: new Date().toISOString(),

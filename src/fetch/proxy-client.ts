@@ -29,6 +29,8 @@ export interface ManifestResponse {
   body: Buffer;
   /** The `Modelgate-Release-Digest` header. */
   releaseDigest: string | undefined;
+  /** The `Modelgate-Release-Signer` header: the signer the proxy verified, or `unsigned`. */
+  signer: string | undefined;
 }
 
 export interface FileResponse {
@@ -180,7 +182,11 @@ export function createProxyClient(options: ProxyClientOptions): ProxyClient {
       if (body === null) {
         throw new FetchError('integrity', 'FETCH_BAD_MANIFEST', 'manifest is larger than 32 MiB');
       }
-      return { body, releaseDigest: header(response.headers, 'modelgate-release-digest') };
+      return {
+        body,
+        releaseDigest: header(response.headers, 'modelgate-release-digest'),
+        signer: header(response.headers, 'modelgate-release-signer'),
+      };
     },
 
     async getFile(model, releaseDigest, path, offset, signal) {

@@ -340,6 +340,8 @@ export function createHandler(deps: HandlerDeps) {
       'Content-Length': String(release.payload.length),
       ETag: etag,
       'Modelgate-Release-Digest': release.digest,
+      // Which signer the proxy verified (a name from its configuration), so clients can record it.
+      'Modelgate-Release-Signer': release.signer ?? 'unsigned',
       'Cache-Control': 'private, no-transform',
     });
     record.status = 200;

@@ -188,6 +188,7 @@ describe('modelgate fetch through a running proxy', { timeout: 240_000 }, () => 
       assert.equal(record.model, MODEL);
       assert.equal(record.version, VERSION);
       assert.equal(record.environment, 'prod');
+      assert.equal(record.signer, 'release-pipeline');
       assert.deepEqual(record.files.map((f) => f.path).sort(), files.map((f) => f.path).sort());
       assert.ok(!(await exists(join(dest, '.modelgate-tmp'))));
     });
