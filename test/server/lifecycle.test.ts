@@ -1,25 +1,16 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { stringify } from 'yaml';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
-import {
-  buildManifest,
-  createSigner,
-  releaseDigest,
-  signRelease,
-  writeRelease,
-} from '../helpers/releases.ts';
+import { buildManifest, releaseDigest, signRelease, writeRelease } from '../helpers/releases.ts';
+import { createServeFixture, type ServeFixture } from '../helpers/serve-fixture.ts';
 import { startServeProcess } from '../helpers/serve-process.ts';
-import { generateTestKey, mintKubernetesToken, writeJwksFile } from '../helpers/tokens.ts';
 
 const MiB = 1024 * 1024;
-const ISSUER = 'https://issuer.lifecycle.invalid';
 
 /** A client that reads one small piece every `delayMs`, so a transfer takes a while. */
 function slowDownload(
@@ -44,62 +35,35 @@ function slowDownload(
 }
 
 describe('serve lifecycle', () => {
+  let fixture: ServeFixture;
   let dir: string;
   let configFile: string;
   let token: string;
   let filePath: string;
   const bytes = randomBytesSeeded(6 * MiB, 21);
+  // Small chunks in flight, no cache: a slow client keeps the transfer running.
   const baseConfig = (extra: Record<string, unknown> = {}) => ({
-    listen: { address: '127.0.0.1', port: 0 },
-    admin: { address: '127.0.0.1', port: 0 },
-    stores: { file: { root: join(dir, 'models') } },
-    catalog: { dir: join(dir, 'releases'), pollSeconds: 0 },
-    issuers: [
-      {
-        name: 't',
-        issuer: ISSUER,
-        jwksFile: join(dir, 'issuer.jwks.json'),
-        audiences: ['modelgate'],
-        algorithms: ['ES256'],
-      },
-    ],
-    serviceAccounts: [
-      {
-        name: 'sa',
-        issuer: 't',
-        subject: 'system:serviceaccount:fraud:inference',
-        grants: [{ models: ['**'], environments: ['prod'] }],
-      },
-    ],
-    signers: [{ name: 'release', jwksFile: join(dir, 'release.jwks.json'), environments: ['prod'] }],
-    environments: { prod: { mode: 'enforce', digestRefsOnly: true } },
-    // Small socket buffers on the client side are not enough to slow a loopback transfer: keep chunks small too.
     transfer: { readAhead: 1, chunkCacheBytes: 0 },
     ...extra,
   });
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'modelgate-life-'));
-    await mkdir(join(dir, 'models'));
-    await mkdir(join(dir, 'releases'));
-    await writeFile(join(dir, 'models', 'model.bin'), bytes);
-    const key = await generateTestKey('ES256');
-    await writeJwksFile(dir, [key], 'issuer.jwks.json');
-    token = await mintKubernetesToken(key, { issuer: ISSUER });
-    const signer = await createSigner(dir, 'release');
+    fixture = await createServeFixture('life');
+    dir = fixture.dir;
+    token = fixture.token;
+    await writeFile(join(fixture.models, 'model.bin'), bytes);
     const manifest = buildManifest({
       model: 'fraud-detector',
       version: '1.0',
       environment: 'prod',
       files: [{ path: 'model.bin', bytes, chunkSize: MiB, sources: ['file:model.bin'] }],
     });
-    const jws = await signRelease(manifest, signer);
-    await writeRelease(join(dir, 'releases'), 'fraud', jws);
+    const jws = await signRelease(manifest, fixture.signer);
+    await writeRelease(fixture.releases, 'fraud', jws);
     filePath = `/v1/models/fraud-detector/releases/${releaseDigest(jws)}/files/model.bin`;
-    configFile = join(dir, 'modelgate.yaml');
-    await writeFile(configFile, stringify(baseConfig()));
+    configFile = await fixture.writeConfig('modelgate.yaml', baseConfig());
   });
-  after(() => rm(dir, { recursive: true, force: true }));
+  after(() => fixture.remove());
 
   describe('when SIGTERM arrives during a slow download', () => {
     it('lets the download finish, refuses new connections, and exits 0', async () => {
@@ -128,8 +92,10 @@ describe('serve lifecycle', () => {
 
   describe('when the grace period runs out', () => {
     it('cuts the transfer still running and exits 0', async () => {
-      const file = join(dir, 'short-grace.yaml');
-      await writeFile(file, stringify(baseConfig({ limits: { shutdownGraceSeconds: 0.3 } })));
+      const file = await fixture.writeConfig(
+        'short-grace.yaml',
+        baseConfig({ limits: { shutdownGraceSeconds: 0.3 } }),
+      );
       const proxy = await startServeProcess(['--config', file]);
       const download = slowDownload(`${proxy.dataUrl}${filePath}`, token, 200);
       await new Promise((r) => setTimeout(r, 300));
@@ -142,8 +108,10 @@ describe('serve lifecycle', () => {
 
   describe('when more transfers arrive than the cap allows', () => {
     it('answers 503 MG_OVERLOADED with Retry-After', async () => {
-      const file = join(dir, 'cap.yaml');
-      await writeFile(file, stringify(baseConfig({ limits: { maxConcurrentTransfers: 1 } })));
+      const file = await fixture.writeConfig(
+        'cap.yaml',
+        baseConfig({ limits: { maxConcurrentTransfers: 1 } }),
+      );
       const proxy = await startServeProcess(['--config', file]);
       try {
         const first = slowDownload(`${proxy.dataUrl}${filePath}`, token, 30);
@@ -205,18 +173,15 @@ describe('serve lifecycle', () => {
         execFileSync('mv', [join(dir, 'tls.crt.new'), join(dir, 'tls.crt')]);
       };
       certFor('first');
-      const file = join(dir, 'tls.yaml');
-      await writeFile(
-        file,
-        stringify(
-          baseConfig({
-            listen: {
-              address: '127.0.0.1',
-              port: 0,
-              tls: { cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key') },
-            },
-          }),
-        ),
+      const file = await fixture.writeConfig(
+        'tls.yaml',
+        baseConfig({
+          listen: {
+            address: '127.0.0.1',
+            port: 0,
+            tls: { cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key') },
+          },
+        }),
       );
       const proxy = await startServeProcess(['--config', file]);
       const subjectOf = () =>

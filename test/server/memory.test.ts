@@ -1,35 +1,30 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, open, rm, truncate, writeFile } from 'node:fs/promises';
+import { open, truncate } from 'node:fs/promises';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { stringify } from 'yaml';
 import type { Manifest } from '../../src/catalog/release.types.ts';
-import { createSigner, releaseDigest, signRelease, writeRelease } from '../helpers/releases.ts';
+import { releaseDigest, signRelease, writeRelease } from '../helpers/releases.ts';
+import { createServeFixture, type ServeFixture } from '../helpers/serve-fixture.ts';
 import { startServeProcess } from '../helpers/serve-process.ts';
-import { generateTestKey, mintKubernetesToken, writeJwksFile } from '../helpers/tokens.ts';
 
 const MiB = 1024 * 1024;
 const SIZE = 2 * 1024 * MiB;
 const CHUNK = 8 * MiB;
-const ISSUER = 'https://issuer.memory.invalid';
 
 describe('memory while streaming a large file', () => {
-  let dir: string;
+  let fixture: ServeFixture;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'modelgate-mem-'));
+    fixture = await createServeFixture('mem');
   });
-  after(() => rm(dir, { recursive: true, force: true }));
+  after(() => fixture.remove());
 
   describe('when a 2 GiB chunk-mode file streams to a client', () => {
     it('keeps the proxy resident memory growth under 64 MiB and delivers every byte', async (t) => {
-      await mkdir(join(dir, 'models'));
-      await mkdir(join(dir, 'releases'));
       // A sparse file: 2 GiB of zeros that take no disk. Every chunk has the same digest.
-      const path = join(dir, 'models', 'big.bin');
+      const path = join(fixture.models, 'big.bin');
       await (await open(path, 'w')).close();
       await truncate(path, SIZE);
       const zeroChunk = createHash('sha256').update(Buffer.alloc(CHUNK)).digest('hex');
@@ -53,43 +48,10 @@ describe('memory while streaming a large file', () => {
           },
         ],
       };
-      const signer = await createSigner(dir, 'release');
-      const jws = await signRelease(manifest, signer);
-      await writeRelease(join(dir, 'releases'), 'big', jws);
-      const key = await generateTestKey('ES256');
-      await writeJwksFile(dir, [key], 'issuer.jwks.json');
-      const token = await mintKubernetesToken(key, { issuer: ISSUER });
-      const config = join(dir, 'modelgate.yaml');
-      await writeFile(
-        config,
-        stringify({
-          listen: { address: '127.0.0.1', port: 0 },
-          admin: { address: '127.0.0.1', port: 0 },
-          stores: { file: { root: join(dir, 'models') } },
-          catalog: { dir: join(dir, 'releases'), pollSeconds: 0 },
-          issuers: [
-            {
-              name: 't',
-              issuer: ISSUER,
-              jwksFile: join(dir, 'issuer.jwks.json'),
-              audiences: ['modelgate'],
-              algorithms: ['ES256'],
-            },
-          ],
-          serviceAccounts: [
-            {
-              name: 'sa',
-              issuer: 't',
-              subject: 'system:serviceaccount:fraud:inference',
-              grants: [{ models: ['**'], environments: ['prod'] }],
-            },
-          ],
-          signers: [{ name: 'release', jwksFile: signer.jwksFile, environments: ['prod'] }],
-          environments: { prod: { mode: 'enforce', digestRefsOnly: true } },
-          logging: { level: 'info' },
-          ...(process.env.MG_MEM_EXTRA ? JSON.parse(process.env.MG_MEM_EXTRA) : {}),
-        }),
-      );
+      const jws = await signRelease(manifest, fixture.signer);
+      await writeRelease(fixture.releases, 'big', jws);
+      const config = await fixture.writeConfig('modelgate.yaml');
+      const token = fixture.token;
       const proxy = await startServeProcess(['--config', config]);
       try {
         // Warm up: one small request so lazy start-up allocations are in the baseline.

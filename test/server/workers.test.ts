@@ -1,21 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { stringify } from 'yaml';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
-import {
-  buildManifest,
-  createSigner,
-  releaseDigest,
-  signRelease,
-  writeRelease,
-} from '../helpers/releases.ts';
+import { buildManifest, releaseDigest, signRelease, writeRelease } from '../helpers/releases.ts';
+import { createServeFixture, type ServeFixture } from '../helpers/serve-fixture.ts';
 import { startServeProcess } from '../helpers/serve-process.ts';
-import { generateTestKey, mintKubernetesToken, writeJwksFile } from '../helpers/tokens.ts';
-
-const ISSUER = 'https://issuer.workers.invalid';
 
 /** Sum of a metric's samples in Prometheus text, parsed line by line. */
 function sampleSum(text: string, name: string, labels: Record<string, string> = {}): number {
@@ -32,21 +22,16 @@ function sampleSum(text: string, name: string, labels: Record<string, string> = 
 }
 
 describe('serve --workers 2', () => {
-  let dir: string;
+  let fixture: ServeFixture;
   let config: string;
   let token: string;
   let path: string;
   const bytes = randomBytesSeeded(64 * 1024, 5);
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'modelgate-workers-'));
-    await mkdir(join(dir, 'models'));
-    await mkdir(join(dir, 'releases'));
-    await writeFile(join(dir, 'models', 'w.bin'), bytes);
-    const key = await generateTestKey('ES256');
-    await writeJwksFile(dir, [key], 'issuer.jwks.json');
-    token = await mintKubernetesToken(key, { issuer: ISSUER });
-    const signer = await createSigner(dir);
+    fixture = await createServeFixture('workers');
+    token = fixture.token;
+    await writeFile(join(fixture.models, 'w.bin'), bytes);
     const jws = await signRelease(
       buildManifest({
         model: 'w',
@@ -54,41 +39,13 @@ describe('serve --workers 2', () => {
         environment: 'prod',
         files: [{ path: 'w.bin', bytes, sources: ['file:w.bin'] }],
       }),
-      signer,
+      fixture.signer,
     );
-    await writeRelease(join(dir, 'releases'), 'w', jws);
+    await writeRelease(fixture.releases, 'w', jws);
     path = `/v1/models/w/releases/${releaseDigest(jws)}/files/w.bin`;
-    config = join(dir, 'modelgate.yaml');
-    await writeFile(
-      config,
-      stringify({
-        listen: { address: '127.0.0.1', port: 0 },
-        admin: { address: '127.0.0.1', port: 0 },
-        stores: { file: { root: join(dir, 'models') } },
-        catalog: { dir: join(dir, 'releases'), pollSeconds: 0 },
-        issuers: [
-          {
-            name: 't',
-            issuer: ISSUER,
-            jwksFile: join(dir, 'issuer.jwks.json'),
-            audiences: ['modelgate'],
-            algorithms: ['ES256'],
-          },
-        ],
-        serviceAccounts: [
-          {
-            name: 'sa',
-            issuer: 't',
-            subject: 'system:serviceaccount:fraud:inference',
-            grants: [{ models: ['**'], environments: ['prod'] }],
-          },
-        ],
-        signers: [{ name: 'release', jwksFile: signer.jwksFile, environments: ['prod'] }],
-        environments: { prod: { mode: 'enforce', digestRefsOnly: true } },
-      }),
-    );
+    config = await fixture.writeConfig('modelgate.yaml');
   });
-  after(() => rm(dir, { recursive: true, force: true }));
+  after(() => fixture.remove());
 
   describe('when requests spread over two worker processes', () => {
     it('serves from a shared port, aggregates metrics and readiness, and exits 0 on SIGTERM', async () => {
