@@ -246,16 +246,5 @@ export async function startFakeProxy(
   return proxy;
 }
 
-/** Deterministic bytes, distinct in every chunk (xorshift32). */
-export function seededBytes(length: number, seed = 1): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i + 4 <= length; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out.writeUInt32LE(x >>> 0, i);
-  }
-  for (let i = length - (length % 4); i < length; i++) out[i] = i & 0xff;
-  return out;
-}
+/** Deterministic bytes, distinct in every chunk (shared with the proxy tests). */
+export { randomBytesSeeded as seededBytes } from '../helpers/proxy.ts';
