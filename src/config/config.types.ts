@@ -34,6 +34,8 @@ export interface TransferConfig {
   readAhead: number;
   /** Bytes of verified chunks kept in memory and shared between concurrent callers (0 disables). */
   chunkCacheBytes: number;
+  /** Live chunk memory (cache included) above which transfers stop reading ahead (soft limit). */
+  maxBufferedBytes: number;
   /** Hash on worker threads (true) or on the event loop (false). */
   hashWorkers: boolean | number;
   /** Retries of one piece after a broken or stalled source connection, before failing. */

@@ -68,7 +68,8 @@ export const configSchema = {
       default: {},
       properties: {
         readAhead: { type: 'integer', minimum: 1, maximum: 64, default: 4 },
-        chunkCacheBytes: { type: 'integer', minimum: 0, default: 134217728 },
+        chunkCacheBytes: { type: 'integer', minimum: 0, default: 67108864 },
+        maxBufferedBytes: { type: 'integer', minimum: 0, default: 100663296 },
         hashWorkers: {
           anyOf: [{ type: 'boolean' }, { type: 'integer', minimum: 1, maximum: 64 }],
           default: true,

@@ -11,16 +11,20 @@ export interface BufferPool {
   acquire(size: number): Uint8Array;
   /** Returns a buffer's memory for reuse; the caller must hold no view of it any more. */
   release(buffer: ArrayBuffer): void;
-  stats(): { allocated: number; reused: number; freeBytes: number };
+  /** Bytes handed out by `acquire` and not yet released: the chunk memory live now. */
+  inUseBytes(): number;
+  stats(): { allocated: number; reused: number; freeBytes: number; inUseBytes: number };
 }
 
 export function createBufferPool(options: { maxFreeBytes: number }): BufferPool {
   const free = new Map<number, ArrayBuffer[]>();
   let freeBytes = 0;
+  let inUse = 0;
   let allocated = 0;
   let reused = 0;
   return {
     acquire(size) {
+      inUse += size;
       const list = free.get(size);
       const buffer = list?.pop();
       if (buffer && buffer.byteLength === size) {
@@ -32,6 +36,7 @@ export function createBufferPool(options: { maxFreeBytes: number }): BufferPool 
       return new Uint8Array(new ArrayBuffer(size));
     },
     release(buffer) {
+      inUse -= buffer.byteLength;
       // A detached buffer (transferred away and never returned) has length 0: nothing to keep.
       if (buffer.byteLength === 0 || freeBytes + buffer.byteLength > options.maxFreeBytes) return;
       let list = free.get(buffer.byteLength);
@@ -42,6 +47,7 @@ export function createBufferPool(options: { maxFreeBytes: number }): BufferPool 
       list.push(buffer);
       freeBytes += buffer.byteLength;
     },
-    stats: () => ({ allocated, reused, freeBytes }),
+    inUseBytes: () => inUse,
+    stats: () => ({ allocated, reused, freeBytes, inUseBytes: inUse }),
   };
 }

@@ -54,6 +54,14 @@ export interface ChunkFetcher {
    * grow memory (one 2 GiB stream stays at about readAhead × chunkSize).
    */
   track(fileDigest: string): () => void;
+  /**
+   * True while the chunk memory live in the process (read, being hashed,
+   * waiting to be sent, or cached) is at or above `maxBufferedBytes`:
+   * transfers then read only the chunk they need next instead of reading ahead,
+   * so many concurrent transfers of different files cannot multiply memory
+   * by their read-ahead windows.
+   */
+  underPressure(): boolean;
   stats(): {
     sourceReads: number;
     cacheHits: number;
@@ -73,10 +81,12 @@ export interface ChunkFetcher {
 export function createChunkFetcher(options: {
   hasher: Hasher;
   cacheBytes: number;
+  /** Live chunk memory above which transfers stop reading ahead (see `underPressure`). */
+  maxBufferedBytes: number;
   pool?: BufferPool;
 }): ChunkFetcher {
-  // Free buffers kept for reuse: enough for a few transfers' read-ahead windows.
-  const pool = options.pool ?? createBufferPool({ maxFreeBytes: 96 * 1024 * 1024 });
+  // Free buffers kept for reuse: one transfer's read-ahead window of 8 MiB chunks.
+  const pool = options.pool ?? createBufferPool({ maxFreeBytes: 32 * 1024 * 1024 });
   const cache =
     options.cacheBytes > 0
       ? new LRUCache<string, CountedChunk>({
@@ -232,6 +242,7 @@ export function createChunkFetcher(options: {
         else running.delete(fileDigest);
       };
     },
+    underPressure: () => pool.inUseBytes() >= options.maxBufferedBytes,
     stats: () => ({ sourceReads, cacheHits, shared, buffers: pool.stats() }),
   };
 }

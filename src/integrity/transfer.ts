@@ -106,7 +106,9 @@ export async function sendChunked(options: TransferOptions & { fetcher: ChunkFet
   const window: Array<Promise<ChunkResult>> = [];
   let next = first;
   const fill = () => {
-    while (next <= last && window.length < readAhead) {
+    // Under memory pressure only the next chunk is read: the window shrinks instead of memory growing.
+    const depth = fetcher.underPressure() ? 1 : readAhead;
+    while (next <= last && window.length < depth) {
       const pending = fetcher.get(session, next++, linked);
       pending.catch(() => {}); // observed when its turn comes; avoid unhandled rejections meanwhile
       window.push(pending);

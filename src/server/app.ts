@@ -95,7 +95,11 @@ export async function createApp(options: AppOptions): Promise<App> {
     workers === false
       ? createInlineHasher()
       : createWorkerHasher(typeof workers === 'number' ? workers : undefined);
-  const fetcher = createChunkFetcher({ hasher, cacheBytes: config.transfer.chunkCacheBytes });
+  const fetcher = createChunkFetcher({
+    hasher,
+    cacheBytes: config.transfer.chunkCacheBytes,
+    maxBufferedBytes: config.transfer.maxBufferedBytes,
+  });
 
   let active = 0;
   let draining = false;
