@@ -70,9 +70,18 @@ function killAllNow(): void {
 }
 
 process.once('exit', killAllNow);
+const cleanups: Array<() => Promise<void>> = [];
+
+/** Work to do after the children stopped when a signal ends the bench (e.g. removing its temp folder). */
+export function onInterrupt(cleanup: () => Promise<void>): void {
+  cleanups.push(cleanup);
+}
+
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.once(signal, () => {
     process.stderr.write(`\nbench: ${signal}, stopping children\n`);
-    stopAllChildren().finally(() => process.exit(130));
+    stopAllChildren()
+      .then(() => Promise.allSettled(cleanups.map((cleanup) => cleanup())))
+      .finally(() => process.exit(130));
   });
 }

@@ -6,7 +6,7 @@
  * time reading it.
  */
 import { closeSync, openSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Child, startChild } from './children.ts';
 
@@ -17,8 +17,11 @@ export interface ProxyProcess {
   readonly dataUrl: string;
   readonly adminUrl: string;
   readonly child: Child;
-  /** Peak resident set size (VmHWM) of the proxy process, in bytes. */
-  peakRss(): Promise<number>;
+  /**
+   * Resident memory of the proxy's process group (one process, or the
+   * primary and its `--workers`): peak (VmHWM) or current (VmRSS).
+   */
+  memory(field: 'VmHWM' | 'VmRSS'): Promise<GroupMemory>;
   /** Prometheus text from the admin listener. */
   metrics(): Promise<string>;
   stop(): Promise<void>;
@@ -30,11 +33,45 @@ async function procStatus(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<number
   return match ? Number(match[1]) * 1024 : 0;
 }
 
-/** Starts the proxy and waits for its "modelgate listening" line. */
+/** Processes whose process group is `leader` (the proxy was spawned as a group leader). */
+async function groupMembers(leader: number): Promise<number[]> {
+  const members: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    // "pid (comm) state ppid pgrp …": comm may hold spaces or parentheses, so split after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[2]) === leader) members.push(Number(entry));
+  }
+  return members;
+}
+
+export interface GroupMemory {
+  /** Sum over the processes, in bytes (for VmHWM: an upper bound, the peaks need not coincide). */
+  total: number;
+  /** The largest single process, in bytes. */
+  largest: number;
+  processes: number;
+}
+
+async function groupMemory(leader: number, field: 'VmHWM' | 'VmRSS'): Promise<GroupMemory> {
+  const values = await Promise.all((await groupMembers(leader)).map((pid) => procStatus(pid, field)));
+  return {
+    total: values.reduce((a, b) => a + b, 0),
+    largest: Math.max(0, ...values),
+    processes: values.length,
+  };
+}
+
+/**
+ * Starts the proxy and waits for its "modelgate listening" line. `nodeOptions`
+ * replaces `NODE_OPTIONS` for the proxy alone (e.g. the deployment's V8 flags).
+ */
 export async function startProxy(
   configPath: string,
   logPath: string,
   extraArgs: string[] = [],
+  nodeOptions?: string,
 ): Promise<ProxyProcess> {
   const log = openSync(logPath, 'w');
   let child: Child;
@@ -42,6 +79,7 @@ export async function startProxy(
     child = startChild('modelgate', process.execPath, [MAIN, 'serve', '--config', configPath, ...extraArgs], {
       cwd: ROOT,
       stdio: ['ignore', log, log],
+      env: nodeOptions === undefined ? process.env : { ...process.env, NODE_OPTIONS: nodeOptions },
     });
   } finally {
     closeSync(log);
@@ -67,7 +105,7 @@ export async function startProxy(
     dataUrl,
     adminUrl,
     child,
-    peakRss: () => procStatus(child.pid, 'VmHWM'),
+    memory: (field) => groupMemory(child.pid, field),
     metrics: async () => {
       const response = await fetch(`${adminUrl}/metrics`);
       return response.text();

@@ -1,5 +1,23 @@
 /** Result rows, the printed tables, and the targets the README records. */
 
+/** Resident memory of one modelgate process group during a scenario. */
+export interface ProxyMemory {
+  /** Processes in the group (the primary and its workers, or one). */
+  processes: number;
+  /** Sum of VmRSS after start-up and warm-up, before the timed work. */
+  idleMiB: number;
+  /** Sum of VmHWM at the end (an upper bound of the group's peak: the peaks need not coincide). */
+  peakMiB: number;
+  /** The largest single process's VmHWM. */
+  peakLargestMiB: number;
+}
+
+/** `peak (idle I; N procs, largest L)`, or just `peak (idle I)` for one process. */
+export function formatMemory(memory: ProxyMemory): string {
+  const group = memory.processes > 1 ? `; ${memory.processes} procs, largest ${memory.peakLargestMiB}` : '';
+  return `${memory.peakMiB.toFixed(0)} (idle ${memory.idleMiB.toFixed(0)}${group})`;
+}
+
 export interface ThroughputRow {
   section: 'single' | 'optimizations' | 'rate-limited';
   /** Where the bytes come from: `file`, `s3`, or `rate-limited`. */
@@ -15,7 +33,9 @@ export interface ThroughputRow {
   runsMBps: number[];
   /** Median of `runsMBps`. */
   mbps: number;
-  peakRssMiB?: number;
+  memory?: ProxyMemory;
+  /** Source requests per timed download (the chunk count in chunk mode; 1 in whole-file mode). */
+  sourceReads?: number;
   /** This row's MB/s over the direct / nginx row of the same source. */
   vsDirect?: number;
   vsNginx?: number;
@@ -32,8 +52,11 @@ export interface FanoutRow {
   sourceReads?: number;
   /** Chunks in the file: the fewest source reads a fan-out can cost. */
   chunks?: number;
-  peakRssMiB?: number;
-  note?: string;
+  /** modelgate processes serving (`--workers`). */
+  processes?: number;
+  /** Transfer settings that differ from the defaults, e.g. `chunkCacheBytes=0`. */
+  settings?: string;
+  memory?: ProxyMemory;
 }
 
 export interface LatencyRow {
@@ -45,7 +68,7 @@ export interface LatencyRow {
   p99Ms: number;
   meanMs: number;
   requestsPerSecond: number;
-  peakRssMiB?: number;
+  memory?: ProxyMemory;
 }
 
 export interface Target {
@@ -59,6 +82,8 @@ export interface BenchReport {
   date: string;
   command: string;
   quick: boolean;
+  /** Commit measured, and files under src/ that differed from it. */
+  revision: { commit: string; uncommitted: string[] };
   machine: Record<string, unknown>;
   sizes: { bigBytes: number; chunkBytes: number; smallBytes: number; limitRate: string };
   throughput: ThroughputRow[];
@@ -66,6 +91,8 @@ export interface BenchReport {
   latency: LatencyRow[];
   targets: Target[];
   skipped: string[];
+  /** 1, 5 and 15 minute load averages when the run started and ended (other work on the machine skews figures). */
+  load: { start: number[]; end: number[] };
 }
 
 export const mbps = (bytes: number, seconds: number) => bytes / seconds / 1e6;
@@ -90,7 +117,18 @@ export function table(headers: string[], rows: string[][]): string {
 
 export function throughputTable(rows: ThroughputRow[]): string {
   return table(
-    ['source', 'path', 'mode', 'settings', 'MB/s', 'runs', 'vs direct', 'vs nginx', 'peak RSS MiB'],
+    [
+      'source',
+      'path',
+      'mode',
+      'settings',
+      'MB/s',
+      'runs',
+      'vs direct',
+      'vs nginx',
+      'reads/run',
+      'RSS MiB peak (idle)',
+    ],
     rows.map((r) => [
       r.source,
       r.path,
@@ -100,30 +138,42 @@ export function throughputTable(rows: ThroughputRow[]): string {
       r.runsMBps.map((v) => v.toFixed(0)).join(' '),
       ratio(r.vsDirect),
       ratio(r.vsNginx),
-      fixed(r.peakRssMiB),
+      fixed(r.sourceReads),
+      r.memory ? formatMemory(r.memory) : '—',
     ]),
   );
 }
 
 export function fanoutTable(rows: FanoutRow[]): string {
   return table(
-    ['path', 'source', 'clients', 'aggregate MB/s', 'seconds', 'source reads', 'chunks', 'peak RSS MiB'],
+    [
+      'path',
+      'processes',
+      'source',
+      'clients',
+      'aggregate MB/s',
+      'seconds',
+      'source reads',
+      'chunks',
+      'RSS MiB peak (idle)',
+    ],
     rows.map((r) => [
-      r.note ? `${r.path} (${r.note})` : r.path,
+      r.settings ? `${r.path} ${r.settings}` : r.path,
+      r.processes === undefined ? '' : String(r.processes),
       r.source,
       String(r.clients),
       fixed(r.aggregateMBps),
       fixed(r.seconds, 1),
       fixed(r.sourceReads),
       fixed(r.chunks),
-      fixed(r.peakRssMiB),
+      r.memory ? formatMemory(r.memory) : '—',
     ]),
   );
 }
 
 export function latencyTable(rows: LatencyRow[]): string {
   return table(
-    ['path', 'token', 'concurrency', 'requests', 'p50 ms', 'p99 ms', 'req/s', 'peak RSS MiB'],
+    ['path', 'token', 'concurrency', 'requests', 'p50 ms', 'p99 ms', 'req/s', 'RSS MiB peak (idle)'],
     rows.map((r) => [
       r.path,
       r.token ?? '',
@@ -132,7 +182,7 @@ export function latencyTable(rows: LatencyRow[]): string {
       fixed(r.p50Ms, 3),
       fixed(r.p99Ms, 3),
       fixed(r.requestsPerSecond),
-      fixed(r.peakRssMiB),
+      r.memory ? formatMemory(r.memory) : '—',
     ]),
   );
 }
