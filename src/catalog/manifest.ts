@@ -1,4 +1,5 @@
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv } from 'ajv';
+import { describeAjvError } from '../schema-problems.ts';
 import type { Manifest } from './release.types.ts';
 
 /** One problem in a manifest, located by a path like `files[2].digest`. */
@@ -154,53 +155,6 @@ const manifestSchema = {
 const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
 ajv.addKeyword({ keyword: 'errorText', schemaType: 'string' });
 const validateSchema = ajv.compile(manifestSchema);
-
-function formatPath(segments: readonly (string | number)[]): string {
-  let out = '';
-  for (const segment of segments) {
-    if (typeof segment === 'number') out += `[${segment}]`;
-    else out += out === '' ? segment : `.${segment}`;
-  }
-  return out;
-}
-
-function pointerSegments(pointer: string): (string | number)[] {
-  if (pointer === '') return [];
-  return pointer
-    .slice(1)
-    .split('/')
-    .map((s) => (/^\d+$/.test(s) ? Number(s) : s.replaceAll('~1', '/').replaceAll('~0', '~')));
-}
-
-function describeAjvError(error: ErrorObject): ManifestProblem {
-  const segments = pointerSegments(error.instancePath);
-  const params = error.params as Record<string, unknown>;
-  const errorText = (error.parentSchema as { errorText?: unknown } | undefined)?.errorText;
-  switch (error.keyword) {
-    case 'additionalProperties':
-      return { path: formatPath([...segments, String(params.additionalProperty)]), message: 'unknown key' };
-    case 'required':
-      return { path: formatPath([...segments, String(params.missingProperty)]), message: 'is required' };
-    case 'dependencies':
-      return {
-        path: formatPath([...segments, String(params.missingProperty)]),
-        message: `is required when ${String(params.property)} is present`,
-      };
-    case 'minItems':
-    case 'minLength':
-      return { path: formatPath(segments), message: 'must not be empty' };
-    case 'type':
-      return {
-        path: formatPath(segments),
-        message: typeof errorText === 'string' ? errorText : `must be ${String(params.type)}`,
-      };
-    default:
-      return {
-        path: formatPath(segments),
-        message: typeof errorText === 'string' ? errorText : (error.message ?? error.keyword),
-      };
-  }
-}
 
 function isLeapYear(year: number): boolean {
   return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;

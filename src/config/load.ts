@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv } from 'ajv';
 import { parse, parseDocument } from 'yaml';
+import { describeAjvError, formatPath } from '../schema-problems.ts';
 import type { ModelgateConfig } from './config.types.ts';
 import { configSchema } from './schema.ts';
 import { checkConfigSemantics } from './semantics.ts';
@@ -29,53 +30,6 @@ export class ConfigError extends Error {
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true });
 const validate = ajv.compile(configSchema);
-
-/** `/issuers/1/audiences` → `issuers[1].audiences` */
-export function formatPath(segments: readonly (string | number)[]): string {
-  let out = '';
-  for (const segment of segments) {
-    if (typeof segment === 'number' || /^\d+$/.test(segment)) out += `[${segment}]`;
-    else out += out === '' ? segment : `.${segment}`;
-  }
-  return out;
-}
-
-function pointerSegments(pointer: string): string[] {
-  if (pointer === '') return [];
-  return pointer
-    .slice(1)
-    .split('/')
-    .map((s) => s.replaceAll('~1', '/').replaceAll('~0', '~'));
-}
-
-function describeAjvError(error: ErrorObject): ConfigProblem {
-  const segments = pointerSegments(error.instancePath);
-  const params = error.params as Record<string, unknown>;
-  switch (error.keyword) {
-    case 'additionalProperties':
-      return { path: formatPath([...segments, String(params.additionalProperty)]), message: 'unknown key' };
-    case 'required':
-      return { path: formatPath([...segments, String(params.missingProperty)]), message: 'is required' };
-    case 'minItems':
-      return {
-        path: formatPath(segments),
-        message: params.limit === 1 ? 'must not be empty' : (error.message ?? ''),
-      };
-    case 'minLength':
-      return { path: formatPath(segments), message: 'must not be empty' };
-    case 'minProperties':
-      return { path: formatPath(segments), message: 'must not be empty' };
-    case 'type':
-      return { path: formatPath(segments), message: `must be ${String(params.type).replace(',', ' or ')}` };
-    case 'enum':
-      return {
-        path: formatPath(segments),
-        message: `must be one of ${(params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`,
-      };
-    default:
-      return { path: formatPath(segments), message: error.message ?? error.keyword };
-  }
-}
 
 /** Replaces `${NAME}` (or `${NAME:-default}`) in every string value; an unset variable without default is a problem at that path. */
 function substituteEnvironment(
