@@ -1,5 +1,6 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { startServeProcess } from '../helpers/serve-process.ts';
 import { REPO_ROOT } from './run-cli.ts';
 
 export interface ProxyProcess {
@@ -25,60 +26,30 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * Runs `node src/main.ts serve --config FILE` as a black-box child process
- * and resolves once it logged `modelgate listening` (with `dataUrl` and
- * `adminUrl`); rejects when it exits first or does not start in time.
+ * `modelgate serve --config FILE` as a black-box child process (one process),
+ * resolved once it logged `modelgate listening`; see test/helpers/serve-process.ts.
  */
-export function startProxyProcess(configFile: string, timeoutMs = 30_000): Promise<ProxyProcess> {
-  const child = spawn(process.execPath, ['src/main.ts', 'serve', '--config', configFile], {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
+export async function startProxyProcess(configFile: string, timeoutMs = 30_000): Promise<ProxyProcess> {
+  const proxy = await startServeProcess(['--config', configFile], { cwd: REPO_ROOT, timeoutMs });
+  const exited = new Promise<void>((resolve) => {
+    if (proxy.child.exitCode !== null || proxy.child.signalCode !== null) resolve();
+    else proxy.child.once('exit', () => resolve());
   });
-  const logs: Array<Record<string, unknown>> = [];
-  let stderr = '';
-  let buffered = '';
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`proxy did not start within ${timeoutMs} ms; stderr: ${stderr}`));
-    }, timeoutMs);
-    child.stderr!.setEncoding('utf8').on('data', (text: string) => {
-      stderr += text;
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`proxy exited (${code ?? signal}) before listening; stderr: ${stderr}`));
-    });
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      buffered += text;
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
-      for (const line of lines) {
-        if (!line.startsWith('{')) continue;
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        logs.push(entry);
-        if (entry.msg !== 'modelgate listening') continue;
-        clearTimeout(timer);
-        const stopWith = async (signal: NodeJS.Signals, graceMs: number) => {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          child.kill(signal);
-          const timeout = setTimeout(() => child.kill('SIGKILL'), graceMs);
-          await exited;
-          clearTimeout(timeout);
-        };
-        resolve({
-          child,
-          dataUrl: String(entry.dataUrl),
-          adminUrl: String(entry.adminUrl),
-          logs,
-          stop: (graceMs = 5000) => stopWith('SIGTERM', graceMs),
-          kill: () => stopWith('SIGKILL', 0),
-        });
-      }
-    });
-  });
+  const stopWith = async (signal: NodeJS.Signals, graceMs: number) => {
+    if (proxy.child.exitCode !== null || proxy.child.signalCode !== null) return;
+    proxy.child.kill(signal);
+    const timeout = setTimeout(() => proxy.child.kill('SIGKILL'), graceMs);
+    await exited;
+    clearTimeout(timeout);
+  };
+  return {
+    child: proxy.child,
+    dataUrl: proxy.dataUrl,
+    adminUrl: proxy.adminUrl,
+    logs: proxy.logs,
+    stop: (graceMs = 5000) => stopWith('SIGTERM', graceMs),
+    kill: () => stopWith('SIGKILL', 0),
+  };
 }
 
 /** Sums every sample of a Prometheus text metric whose labels include `labels`. */
