@@ -24,15 +24,13 @@ export interface SourceSession {
   readonly logger: Logger;
   readonly pins: Map<string, string>;
   preferred: number;
-  /** Store of the last successful read; `none` until one succeeded. */
-  lastStore: StoreKind | 'none';
 }
 
 export function createSourceSession(
   file: ManifestFile,
   deps: { stores: StoreLookup; transfer: TransferConfig; metrics: Metrics; logger: Logger },
 ): SourceSession {
-  return { file, ...deps, pins: new Map(), preferred: 0, lastStore: 'none' };
+  return { file, ...deps, pins: new Map(), preferred: 0 };
 }
 
 type SourceOutcome = 'ok' | 'not_found' | 'changed' | 'timeout' | 'error';
@@ -145,7 +143,6 @@ export async function readFromSources(
           signal,
         );
         session.preferred = index;
-        session.lastStore = store.kind;
         return store.kind;
       } catch (error) {
         if (signal.aborted) throw signal.reason ?? error;
