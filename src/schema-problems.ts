@@ -69,3 +69,14 @@ export function describeAjvError(error: ErrorObject): SchemaProblem {
       return { path: formatPath(segments), message: custom ?? error.message ?? error.keyword };
   }
 }
+
+/** The problems without repeats (Ajv can report one mistake once per schema branch). */
+export function dedupeProblems<T extends SchemaProblem>(problems: T[]): T[] {
+  const seen = new Set<string>();
+  return problems.filter((p) => {
+    const key = `${p.path}\0${p.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}

@@ -1,5 +1,5 @@
 import { Ajv } from 'ajv';
-import { describeAjvError } from '../schema-problems.ts';
+import { dedupeProblems, describeAjvError } from '../schema-problems.ts';
 import type { Manifest } from './release.types.ts';
 
 /** One problem in a manifest, located by a path like `files[2].digest`. */
@@ -293,16 +293,6 @@ export function validateManifest(value: unknown): Manifest {
     for (const error of validateSchema.errors ?? []) problems.push(describeAjvError(error));
   }
   if (isObject(value)) checkSemantics(value, problems);
-  if (problems.length > 0) throw new ManifestError(dedupe(problems));
+  if (problems.length > 0) throw new ManifestError(dedupeProblems(problems));
   return value as Manifest;
-}
-
-function dedupe(problems: ManifestProblem[]): ManifestProblem[] {
-  const seen = new Set<string>();
-  return problems.filter((p) => {
-    const key = `${p.path}\0${p.message}`;
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
 }

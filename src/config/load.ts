@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { parse, parseDocument } from 'yaml';
-import { describeAjvError, formatPath } from '../schema-problems.ts';
+import { dedupeProblems, describeAjvError, formatPath } from '../schema-problems.ts';
 import type { ModelgateConfig } from './config.types.ts';
 import { configSchema } from './schema.ts';
 import { checkConfigSemantics } from './semantics.ts';
@@ -118,23 +118,13 @@ export function parseConfig(
       problems.push(describeAjvError(error));
     }
   }
-  if (problems.length > 0) throw new ConfigError(source, dedupe(problems));
+  if (problems.length > 0) throw new ConfigError(source, dedupeProblems(problems));
   const config = raw as unknown as ModelgateConfig;
   config.source = source;
   resolvePaths(config, dirname(source));
   const semantic = checkConfigSemantics(config);
   if (semantic.length > 0) throw new ConfigError(source, semantic);
   return config;
-}
-
-function dedupe(problems: ConfigProblem[]): ConfigProblem[] {
-  const seen = new Set<string>();
-  return problems.filter((p) => {
-    const key = `${p.path}\0${p.message}`;
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
 }
 
 /** Reads, parses and validates a configuration file. */

@@ -1,10 +1,10 @@
 import { type AgentOptions, type ClientRequestArgs, Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent, type AgentOptions as HttpsAgentOptions } from 'node:https';
 import { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { addAbortSignal, type Duplex, Readable } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { ModelgateError } from '../errors.ts';
-import type { ByteRange } from './store.ts';
+import type { ByteRange, ReadResult } from './store.ts';
 
 /*
  * What the cloud stores (S3, GCS, Azure) share: their HTTP agents and how to
@@ -172,4 +172,63 @@ export function checkRangeAnswer(
     'MG_SOURCE_FAILED',
     `${location}: expected bytes ${range.start}-${range.end - 1}, got ${contentRange ?? `a whole body of ${contentLength ?? 'unknown'} bytes`}`,
   );
+}
+
+/** Fails MG_SOURCE_CHANGED when an ETag pin no longer matches the object's ETag. */
+export function checkEtagPin(location: string, pin: string | undefined, version: string): void {
+  if (pin !== undefined && pin !== version) {
+    throw new ModelgateError(
+      'MG_SOURCE_CHANGED',
+      `${location} changed: expected ETag ${pin}, got ${version}`,
+    );
+  }
+}
+
+export interface RangedAnswer {
+  location: string;
+  /** What answered, for messages (`GetObject`, `download`). */
+  operation: string;
+  body: unknown;
+  etag: string | undefined;
+  contentRange: string | undefined;
+  contentLength: number | undefined;
+  range: ByteRange;
+  pin: string | undefined;
+  signal: AbortSignal;
+}
+
+/**
+ * The checks every ETag-pinned ranged read shares (S3 GetObject, Azure
+ * download): a body stream and an ETag must be there, the pin must hold, and
+ * the Content-Range must be the range asked for. The body is destroyed on any
+ * failure; on success, aborting `signal` destroys it (and its socket).
+ */
+export function acceptRangedAnswer(answer: RangedAnswer): ReadResult {
+  const { location, body } = answer;
+  try {
+    if (!(body instanceof Readable)) {
+      throw new ModelgateError(
+        'MG_SOURCE_FAILED',
+        `${location}: ${answer.operation} answered without a body stream`,
+      );
+    }
+    const version = answer.etag;
+    if (version === undefined) {
+      throw new ModelgateError(
+        'MG_SOURCE_FAILED',
+        `${location}: ${answer.operation} answered without an ETag`,
+      );
+    }
+    checkEtagPin(location, answer.pin, version);
+    const checked = checkRangeAnswer(answer.contentRange, answer.contentLength, answer.range, location);
+    if (checked.empty) {
+      body.destroy();
+      return { stream: Readable.from([]), version, size: checked.size };
+    }
+    addAbortSignal(answer.signal, body);
+    return { stream: body, version, size: checked.size };
+  } catch (error) {
+    if (body instanceof Readable) body.destroy();
+    throw error;
+  }
 }

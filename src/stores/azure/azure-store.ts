@@ -1,4 +1,4 @@
-import { addAbortSignal, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { DefaultAzureCredential } from '@azure/identity';
 import {
   type AnonymousCredential,
@@ -9,7 +9,13 @@ import {
 } from '@azure/storage-blob';
 import type { AzureAccountConfig, AzureStoreConfig } from '../../config/config.types.ts';
 import { ModelgateError } from '../../errors.ts';
-import { checkRangeAnswer, createStoreAgents, isTimeoutError, type StoreAgents } from '../cloud-http.ts';
+import {
+  acceptRangedAnswer,
+  checkEtagPin,
+  createStoreAgents,
+  isTimeoutError,
+  type StoreAgents,
+} from '../cloud-http.ts';
 import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
 
 type Credential = StorageSharedKeyCredential | AnonymousCredential | DefaultAzureCredential;
@@ -60,7 +66,7 @@ export function createAzureStore(config: AzureStoreConfig): Store {
       if (props.etag === undefined || props.contentLength === undefined) {
         throw new ModelgateError('MG_SOURCE_FAILED', `${location}: properties lack ETag or size`);
       }
-      checkPin(location, pin, props.etag);
+      checkEtagPin(location, pin, props.etag);
       return { size: props.contentLength, version: props.etag };
     } catch (error) {
       throw await disambiguate(mapAzureError(error, location, signal, pin), location, signal, pin);
@@ -115,32 +121,17 @@ export function createAzureStore(config: AzureStoreConfig): Store {
         }
         throw await disambiguate(mapAzureError(error, location, signal, pin), location, signal, pin);
       }
-      const body = response.readableStreamBody;
-      try {
-        if (!(body instanceof Readable)) {
-          throw new ModelgateError(
-            'MG_SOURCE_FAILED',
-            `${location}: download answered without a body stream`,
-          );
-        }
-        const version = response.etag;
-        if (version === undefined) {
-          throw new ModelgateError('MG_SOURCE_FAILED', `${location}: download answered without an ETag`);
-        }
-        checkPin(location, pin, version);
-        const answer = checkRangeAnswer(response.contentRange, response.contentLength, range, location);
-        if (answer.empty) {
-          body.destroy();
-          return { stream: Readable.from([]), version, size: answer.size };
-        }
-        const size = answer.size;
-        // Aborting the caller's signal destroys the body, and with it the socket.
-        addAbortSignal(signal, body);
-        return { stream: body, version, size };
-      } catch (error) {
-        if (body instanceof Readable) body.destroy();
-        throw error;
-      }
+      return acceptRangedAnswer({
+        location,
+        operation: 'download',
+        body: response.readableStreamBody,
+        etag: response.etag,
+        contentRange: response.contentRange,
+        contentLength: response.contentLength,
+        range,
+        pin,
+        signal,
+      });
     },
 
     async close(): Promise<void> {
@@ -208,15 +199,6 @@ export function parseAzureLocation(location: string): { account: string; contain
     throw new ModelgateError('MG_SOURCE_FAILED', `malformed az location: ${JSON.stringify(location)}`);
   }
   return { account, container, blob };
-}
-
-function checkPin(location: string, pin: string | undefined, version: string): void {
-  if (pin !== undefined && pin !== version) {
-    throw new ModelgateError(
-      'MG_SOURCE_CHANGED',
-      `${location} changed: expected ETag ${pin}, got ${version}`,
-    );
-  }
 }
 
 function statusOf(error: unknown): number | undefined {

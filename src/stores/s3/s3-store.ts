@@ -1,4 +1,4 @@
-import { addAbortSignal, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import {
   GetObjectCommand,
   type GetObjectCommandOutput,
@@ -9,7 +9,7 @@ import {
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { S3StoreConfig } from '../../config/config.types.ts';
 import { ModelgateError } from '../../errors.ts';
-import { checkRangeAnswer, createStoreAgents, isTimeoutError } from '../cloud-http.ts';
+import { acceptRangedAnswer, checkEtagPin, createStoreAgents, isTimeoutError } from '../cloud-http.ts';
 import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
 
 /**
@@ -57,7 +57,7 @@ export function createS3Store(config: S3StoreConfig): Store {
       if (version === undefined || out.ContentLength === undefined) {
         throw new ModelgateError('MG_SOURCE_FAILED', `${location}: HeadObject answered without ETag or size`);
       }
-      checkPin(location, pin, version);
+      checkEtagPin(location, pin, version);
       return { size: out.ContentLength, version };
     } catch (error) {
       throw await disambiguate(mapS3Error(error, location, signal, pin), location, signal, pin);
@@ -116,32 +116,17 @@ export function createS3Store(config: S3StoreConfig): Store {
         }
         throw await disambiguate(mapS3Error(error, location, signal, pin), location, signal, pin);
       }
-      const body = out.Body;
-      try {
-        if (!(body instanceof Readable)) {
-          throw new ModelgateError(
-            'MG_SOURCE_FAILED',
-            `${location}: GetObject answered without a body stream`,
-          );
-        }
-        const version = out.ETag;
-        if (version === undefined) {
-          throw new ModelgateError('MG_SOURCE_FAILED', `${location}: GetObject answered without an ETag`);
-        }
-        checkPin(location, pin, version);
-        const answer = checkRangeAnswer(out.ContentRange, out.ContentLength, range, location);
-        if (answer.empty) {
-          body.destroy();
-          return { stream: Readable.from([]), version, size: answer.size };
-        }
-        const size = answer.size;
-        // Aborting the caller's signal destroys the body, and with it the socket.
-        addAbortSignal(signal, body);
-        return { stream: body, version, size };
-      } catch (error) {
-        if (body instanceof Readable) body.destroy();
-        throw error;
-      }
+      return acceptRangedAnswer({
+        location,
+        operation: 'GetObject',
+        body: out.Body,
+        etag: out.ETag,
+        contentRange: out.ContentRange,
+        contentLength: out.ContentLength,
+        range,
+        pin,
+        signal,
+      });
     },
 
     async close(): Promise<void> {
@@ -165,15 +150,6 @@ export function parseS3Location(location: string): { bucket: string; key: string
     throw new ModelgateError('MG_SOURCE_FAILED', `s3 key longer than 1024 bytes: ${location}`);
   }
   return { bucket, key };
-}
-
-function checkPin(location: string, pin: string | undefined, version: string): void {
-  if (pin !== undefined && pin !== version) {
-    throw new ModelgateError(
-      'MG_SOURCE_CHANGED',
-      `${location} changed: expected ETag ${pin}, got ${version}`,
-    );
-  }
 }
 
 function statusOf(error: unknown): number | undefined {
