@@ -232,3 +232,24 @@ export function acceptRangedAnswer(answer: RangedAnswer): ReadResult {
     throw error;
   }
 }
+
+/**
+ * A failed ETag pin is MG_SOURCE_CHANGED while some version of the object
+ * still exists, and MG_SOURCE_NOT_FOUND once none does: a conditional request
+ * on a deleted object may answer either 404 or 412, so one unpinned lookup
+ * (`statUnpinned`) tells the two apart. Other errors pass through unchanged.
+ */
+export async function disambiguatePinFailure(
+  error: unknown,
+  pin: string | undefined,
+  statUnpinned: () => Promise<unknown>,
+): Promise<unknown> {
+  if (pin === undefined || !(error instanceof ModelgateError) || error.code !== 'MG_SOURCE_CHANGED')
+    return error;
+  try {
+    await statUnpinned();
+    return error;
+  } catch (live) {
+    return live instanceof ModelgateError && live.code === 'MG_SOURCE_NOT_FOUND' ? live : error;
+  }
+}

@@ -13,6 +13,7 @@ import {
   acceptRangedAnswer,
   checkEtagPin,
   createStoreAgents,
+  disambiguatePinFailure,
   isTimeoutError,
   type StoreAgents,
 } from '../cloud-http.ts';
@@ -69,23 +70,9 @@ export function createAzureStore(config: AzureStoreConfig): Store {
       checkEtagPin(location, pin, props.etag);
       return { size: props.contentLength, version: props.etag };
     } catch (error) {
-      throw await disambiguate(mapAzureError(error, location, signal, pin), location, signal, pin);
-    }
-  }
-
-  /**
-   * A failed pin is MG_SOURCE_CHANGED while some version of the blob still exists, and
-   * MG_SOURCE_NOT_FOUND once none does (the service may answer either 404 or 412 for a
-   * conditional request on a deleted blob).
-   */
-  async function disambiguate(error: unknown, location: string, signal: AbortSignal, pin?: string) {
-    if (pin === undefined || !(error instanceof ModelgateError) || error.code !== 'MG_SOURCE_CHANGED')
-      return error;
-    try {
-      await properties(location, signal);
-      return error;
-    } catch (live) {
-      return live instanceof ModelgateError && live.code === 'MG_SOURCE_NOT_FOUND' ? live : error;
+      throw await disambiguatePinFailure(mapAzureError(error, location, signal, pin), pin, () =>
+        properties(location, signal),
+      );
     }
   }
 
@@ -119,7 +106,9 @@ export function createAzureStore(config: AzureStoreConfig): Store {
           const info = await properties(location, signal, pin);
           return { stream: Readable.from([]), version: info.version, size: info.size };
         }
-        throw await disambiguate(mapAzureError(error, location, signal, pin), location, signal, pin);
+        throw await disambiguatePinFailure(mapAzureError(error, location, signal, pin), pin, () =>
+          properties(location, signal),
+        );
       }
       return acceptRangedAnswer({
         location,

@@ -9,7 +9,13 @@ import {
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { S3StoreConfig } from '../../config/config.types.ts';
 import { ModelgateError } from '../../errors.ts';
-import { acceptRangedAnswer, checkEtagPin, createStoreAgents, isTimeoutError } from '../cloud-http.ts';
+import {
+  acceptRangedAnswer,
+  checkEtagPin,
+  createStoreAgents,
+  disambiguatePinFailure,
+  isTimeoutError,
+} from '../cloud-http.ts';
 import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
 
 /**
@@ -60,23 +66,9 @@ export function createS3Store(config: S3StoreConfig): Store {
       checkEtagPin(location, pin, version);
       return { size: out.ContentLength, version };
     } catch (error) {
-      throw await disambiguate(mapS3Error(error, location, signal, pin), location, signal, pin);
-    }
-  }
-
-  /**
-   * A failed pin is MG_SOURCE_CHANGED while some version of the object still exists, and
-   * MG_SOURCE_NOT_FOUND once none does (a conditional request on a deleted key may answer
-   * 404 or 412).
-   */
-  async function disambiguate(error: unknown, location: string, signal: AbortSignal, pin?: string) {
-    if (pin === undefined || !(error instanceof ModelgateError) || error.code !== 'MG_SOURCE_CHANGED')
-      return error;
-    try {
-      await head(location, signal);
-      return error;
-    } catch (live) {
-      return live instanceof ModelgateError && live.code === 'MG_SOURCE_NOT_FOUND' ? live : error;
+      throw await disambiguatePinFailure(mapS3Error(error, location, signal, pin), pin, () =>
+        head(location, signal),
+      );
     }
   }
 
@@ -114,7 +106,9 @@ export function createS3Store(config: S3StoreConfig): Store {
           const info = await head(location, signal, pin);
           return { stream: Readable.from([]), version: info.version, size: info.size };
         }
-        throw await disambiguate(mapS3Error(error, location, signal, pin), location, signal, pin);
+        throw await disambiguatePinFailure(mapS3Error(error, location, signal, pin), pin, () =>
+          head(location, signal),
+        );
       }
       return acceptRangedAnswer({
         location,
