@@ -11,7 +11,6 @@
  * GCS server keeps its own request log.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import {
   type AzuriteEmulator,
@@ -22,6 +21,7 @@ import {
 import { type FaultProxy, startFaultProxy } from '../helpers/fault-proxy.ts';
 import { type GcsServer, startGcsServer } from '../helpers/gcs-server.ts';
 import { rawGet } from '../helpers/http.ts';
+import { freePort } from '../helpers/ports.ts';
 import { type Harness, randomBytesSeeded, startHarness } from '../helpers/proxy.ts';
 
 const MiB = 1024 * 1024;
@@ -46,16 +46,6 @@ function releaseFiles(seed: number): ReleaseFile[] {
 }
 
 const keyOf = (version: string, path: string) => `${MODEL}/${version}/${path}`;
-
-/** A port nothing listens on: connections to it are refused at once. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : 0;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 describe('a release in S3 with mirrors in GCS and Azure', () => {
   let s3: S3rverEmulator;
@@ -93,7 +83,7 @@ describe('a release in S3 with mirrors in GCS and Azure', () => {
     const transfer = { chunkCacheBytes: 0, retries: 2, retryBackoffMs: 10 };
     healthy = await startHarness({ config: { stores: storesWith(s3.endpoint), transfer } });
     s3Down = await startHarness({
-      config: { stores: storesWith(`http://127.0.0.1:${await closedPort()}`), transfer },
+      config: { stores: storesWith(`http://127.0.0.1:${await freePort()}`), transfer },
     });
   });
 

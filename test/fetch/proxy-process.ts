@@ -1,3 +1,5 @@
+export { freePort } from '../helpers/ports.ts';
+
 import type { ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { startServeProcess } from '../helpers/serve-process.ts';
@@ -13,16 +15,6 @@ export interface ProxyProcess {
   stop(graceMs?: number): Promise<void>;
   /** SIGKILL now (a crashed or evicted proxy) and wait for the exit. */
   kill(): Promise<void>;
-}
-
-/** A port that was free a moment ago, for a proxy that must come back on the same port after a restart. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : 0;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /**
