@@ -1,4 +1,19 @@
 import { Ajv } from 'ajv';
+import {
+  DIGEST_PATTERN,
+  HEX_PATTERN,
+  isValidDigest,
+  isValidFilePath,
+  isValidModelName,
+  isValidVersion,
+  MAX_CHUNK_SIZE,
+  MAX_MODEL_LENGTH,
+  MAX_VERSION_LENGTH,
+  MIN_CHUNK_SIZE,
+  MODEL_PATTERN,
+  MODEL_RULE_TEXT,
+  VERSION_PATTERN,
+} from '../rules.ts';
 import { dedupeProblems, describeAjvError } from '../schema-problems.ts';
 import type { Manifest } from './release.types.ts';
 
@@ -22,67 +37,16 @@ export class ManifestError extends Error {
 }
 
 export const MANIFEST_SCHEMA = 'modelgate/release/v1';
+export { isValidDigest, isValidFilePath, isValidModelName, isValidVersion, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE };
 
-/** Smallest and largest `chunkSize` (SPEC §1): 1 MiB and 1 GiB. */
-export const MIN_CHUNK_SIZE = 1024 * 1024;
-export const MAX_CHUNK_SIZE = 1024 * 1024 * 1024;
-
-const MODEL_SEGMENT = '[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?';
-const MODEL_PATTERN = `^${MODEL_SEGMENT}(?:/${MODEL_SEGMENT})*$`;
-const MODEL_RE = new RegExp(MODEL_PATTERN);
-const MAX_MODEL_LENGTH = 255;
-const VERSION_PATTERN = '^[A-Za-z0-9._+-]+$';
-const VERSION_RE = new RegExp(VERSION_PATTERN);
-const MAX_VERSION_LENGTH = 128;
 const ENVIRONMENT_PATTERN = '^[a-z0-9-]+$';
 const MAX_ENVIRONMENT_LENGTH = 63;
-const DIGEST_PATTERN = '^sha256:[0-9a-f]{64}$';
-const HEX_PATTERN = '^[0-9a-f]{64}$';
 /** RFC 3339 §5.6 `date-time`; field ranges are checked in code. */
 const RFC3339_RE =
   /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))$/;
 
 const CHUNK_SIZES: number[] = [];
 for (let size = MIN_CHUNK_SIZE; size <= MAX_CHUNK_SIZE; size *= 2) CHUNK_SIZES.push(size);
-
-const MAX_FILE_PATH_LENGTH = 4096;
-
-/** True when `name` is a model name of SPEC §1 (lowercase segments joined by `/`, ≤255 characters). */
-export function isValidModelName(name: string): boolean {
-  return name.length > 0 && name.length <= MAX_MODEL_LENGTH && MODEL_RE.test(name);
-}
-
-/**
- * True when `version` is a release version: 1–128 of `[A-Za-z0-9._+-]`, and
- * not `.` or `..` (which URL normalisation would eat). It never contains `:`,
- * so a version can never be mistaken for a `sha256:` reference.
- */
-export function isValidVersion(version: string): boolean {
-  return (
-    version.length > 0 &&
-    version.length <= MAX_VERSION_LENGTH &&
-    version !== '.' &&
-    version !== '..' &&
-    VERSION_RE.test(version)
-  );
-}
-
-/**
- * True when `path` is a safe relative file path (SPEC §1): `/`-separated, no
- * empty, `.` or `..` segment (so no leading or trailing `/`), no backslash, no
- * NUL. Manifest paths become URL paths and `file:` locations become disk paths,
- * so anything that could climb out of a folder is refused.
- */
-export function isValidFilePath(path: string): boolean {
-  if (path.length === 0 || path.length > MAX_FILE_PATH_LENGTH) return false;
-  if (path.includes('\\') || path.includes('\0')) return false;
-  return path.split('/').every((segment) => segment !== '' && segment !== '.' && segment !== '..');
-}
-
-/** True when `digest` is `sha256:` followed by 64 lowercase hex digits. */
-export function isValidDigest(digest: string): boolean {
-  return /^sha256:[0-9a-f]{64}$/.test(digest);
-}
 
 const nonEmptyString = { type: 'string', minLength: 1 } as const;
 
@@ -96,7 +60,7 @@ const manifestSchema = {
       type: 'string',
       maxLength: MAX_MODEL_LENGTH,
       pattern: MODEL_PATTERN,
-      errorText: `must be lowercase [a-z0-9]([a-z0-9._-]*[a-z0-9])? segments joined by "/", at most ${MAX_MODEL_LENGTH} characters`,
+      errorText: `must be ${MODEL_RULE_TEXT}`,
     },
     version: {
       type: 'string',

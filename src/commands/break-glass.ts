@@ -3,12 +3,11 @@ import { parseArgs } from 'node:util';
 import { calculateJwkThumbprint, importJWK, SignJWT } from 'jose';
 import { type Clock, systemClock } from '../clock.ts';
 import { loadPrivateJwkFile } from '../keys.ts';
-import { algorithmOfJwk, BREAK_GLASS_TYP, RELEASE_DIGEST_PATTERN } from '../policy/break-glass.ts';
+import { algorithmOfJwk, BREAK_GLASS_TYP } from '../policy/break-glass.ts';
+import { isValidDigest, isValidModelName } from '../rules.ts';
 import { type Command, EXIT } from './command.types.ts';
 
 /** Model names as SPEC §1 defines them: lowercase segments joined by `/`, at most 255 characters. */
-const MODEL_PATTERN = /^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(\/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$/;
-const MAX_MODEL_LENGTH = 255;
 
 const DEFAULT_TTL_SECONDS = 3600;
 /** The proxy's default `breakGlass.maxTtlSeconds` (SPEC §4). */
@@ -125,10 +124,10 @@ function parseRequest(args: string[]): Request | 'help' {
   const serviceAccount = required(values, 'service-account');
   const model = required(values, 'model');
   const release = required(values, 'release');
-  if (model.length > MAX_MODEL_LENGTH || !MODEL_PATTERN.test(model)) {
+  if (!isValidModelName(model)) {
     throw new UsageError(`--model: expected lowercase segments such as fraud-detector, got ${model}`);
   }
-  if (!RELEASE_DIGEST_PATTERN.test(release)) {
+  if (!isValidDigest(release)) {
     throw new UsageError(
       `--release: expected sha256:<64 lowercase hex> (the release digest), got ${release}`,
     );

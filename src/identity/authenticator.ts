@@ -15,6 +15,7 @@ import { type Clock, systemClock } from '../clock.ts';
 import type { IssuerConfig, ServiceAccountConfig } from '../config/config.types.ts';
 import { ModelgateError } from '../errors.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { createSingleFlight } from '../util/single-flight.ts';
 import type { Authenticator } from './authenticator.types.ts';
 import { createIssuerKeys, type IssuerKeys, type KeyLookup } from './issuer-keys.ts';
 import type { Principal } from './principal.types.ts';
@@ -87,7 +88,7 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
     options.tokenCacheEntries > 0
       ? new LRUCache<string, Principal>({ max: options.tokenCacheEntries, perf: { now: clock } })
       : undefined;
-  const verifying = new Map<string, Promise<Principal>>();
+  const verifying = createSingleFlight<string, Principal>();
   const retryTimers = new Set<NodeJS.Timeout>();
   let verifications = 0;
   let closed = false;
@@ -101,22 +102,13 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
 
     // Concurrent first uses of one token (a pod's parallel downloads right after a token rotation)
     // share one verification; the entry lives only while it runs, so failures are never remembered.
-    let pending = verifying.get(cacheKey);
-    if (pending === undefined) {
-      pending = verifyToken(token).then((principal) => {
-        const ttl = principal.expiresAt * 1000 - clock();
-        // Never cached past `exp`: a token valid only thanks to clock tolerance is verified every time.
-        if (cache !== undefined && ttl > 0) cache.set(cacheKey, principal, { ttl });
-        return principal;
-      });
-      const created = pending;
-      verifying.set(cacheKey, created);
-      const forget = () => {
-        if (verifying.get(cacheKey) === created) verifying.delete(cacheKey);
-      };
-      created.then(forget, forget);
-    }
-    return pending;
+    return verifying.run(cacheKey, async () => {
+      const principal = await verifyToken(token);
+      const ttl = principal.expiresAt * 1000 - clock();
+      // Never cached past `exp`: a token valid only thanks to clock tolerance is verified every time.
+      if (cache !== undefined && ttl > 0) cache.set(cacheKey, principal, { ttl });
+      return principal;
+    });
   }
 
   async function verifyToken(token: string): Promise<Principal> {

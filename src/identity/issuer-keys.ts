@@ -5,6 +5,7 @@ import type { Clock } from '../clock.ts';
 import type { IssuerConfig } from '../config/config.types.ts';
 import { isSecureOrLoopbackUrl } from '../config/semantics.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { createSingleFlight } from '../util/single-flight.ts';
 
 /** jose's key selector over one fetched key set (by `kid`, `alg`, `kty`, `use`). */
 export type KeyLookup = ReturnType<typeof createLocalJWKSet>;
@@ -70,7 +71,7 @@ export function createIssuerKeys(config: IssuerConfig, options: IssuerKeysOption
   let failedAt: number | undefined;
   let failure: unknown;
   let kidRefetchAt: number | undefined;
-  let inflight: Promise<boolean> | undefined;
+  const loading = createSingleFlight<'keys', boolean>();
   let generation = 0;
 
   async function fetchJson(url: string): Promise<unknown> {
@@ -128,9 +129,9 @@ export function createIssuerKeys(config: IssuerConfig, options: IssuerKeysOption
     );
   }
 
+  /** One fetch in flight per issuer: concurrent callers share it. */
   function load(): Promise<boolean> {
-    // One fetch in flight per issuer: concurrent callers share it.
-    inflight ??= (async () => {
+    return loading.run('keys', async () => {
       try {
         accept(await fetchKeySet());
         logger?.debug({ issuer: config.name }, 'issuer keys loaded');
@@ -138,11 +139,8 @@ export function createIssuerKeys(config: IssuerConfig, options: IssuerKeysOption
       } catch (error) {
         reject(error);
         return false;
-      } finally {
-        inflight = undefined;
       }
-    })();
-    return inflight;
+    });
   }
 
   function coolingDown(since: number | undefined): boolean {
@@ -165,12 +163,13 @@ export function createIssuerKeys(config: IssuerConfig, options: IssuerKeysOption
       // After a failure, wait a cooldown before trying again, so an endpoint
       // that is down costs one timeout per cooldown, not one per request.
       if (stale && !coolingDown(failedAt)) await load();
-      else if (inflight !== undefined && lookup === undefined) await inflight;
+      else if (lookup === undefined) await loading.current('keys');
       return lookup;
     },
 
     async refetchForUnknownKid() {
-      if (inflight !== undefined) return (await inflight) ? 'refreshed' : 'failed';
+      const running = loading.current('keys');
+      if (running !== undefined) return (await running) ? 'refreshed' : 'failed';
       // Attacker-controlled: anyone can send random `kid`s, so they buy at most one fetch per cooldown.
       if (coolingDown(kidRefetchAt)) return 'cooling-down';
       kidRefetchAt = clock();

@@ -3,6 +3,7 @@ import { type Clock, systemClock } from '../clock.ts';
 import type { BreakGlassConfig } from '../config/config.types.ts';
 import { type ErrorCode, ModelgateError } from '../errors.ts';
 import { KeyFileError, loadJwksFile } from '../keys.ts';
+import { isValidDigest } from '../rules.ts';
 import type { BreakGlassGrant, BreakGlassRequest, BreakGlassVerifier } from './policy.types.ts';
 
 /** The JWS `typ` of a break-glass token; a release manifest or an identity token never carries it. */
@@ -13,7 +14,6 @@ export const BREAK_GLASS_ALGORITHMS = ['ES256', 'EdDSA', 'RS256', 'PS256'] as co
 export type BreakGlassAlgorithm = (typeof BREAK_GLASS_ALGORITHMS)[number];
 
 /** `sha256:` + 64 lowercase hex: the only form a release digest takes. */
-export const RELEASE_DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/;
 
 /** Largest `Modelgate-Break-Glass` header accepted; the header is attacker-controlled. */
 export const MAX_BREAK_GLASS_TOKEN_BYTES = 16 * 1024;
@@ -180,7 +180,7 @@ export async function createBreakGlassVerifier(
         }
       }
       const claims = payload as Record<(typeof STRING_CLAIMS)[number], string> & { iat: number; exp: number };
-      if (!RELEASE_DIGEST_PATTERN.test(claims.release)) {
+      if (!isValidDigest(claims.release)) {
         throw refuse(
           'MG_BREAK_GLASS_MALFORMED',
           `expected break-glass claim "release" to be sha256:<64 hex>`,
