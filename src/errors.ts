@@ -106,6 +106,21 @@ export const ERROR_CODES = {
     'forbidden',
     'The release manifest is unsigned; only audit-mode environments or break-glass may serve it.',
   ),
+  MG_ATTESTATION_MISSING: code(
+    403,
+    'forbidden',
+    'The environment requires an attestation the release lacks, or has only from an attestor not listed for it (enforce mode).',
+  ),
+  MG_ATTESTATION_CONDITION: code(
+    403,
+    'forbidden',
+    'A required attestation is present but fails a configured condition (enforce mode).',
+  ),
+  MG_LINEAGE_BROKEN: code(
+    403,
+    'forbidden',
+    'The release derives from a parent it cannot prove: no provenance naming the parent, parent missing, inadmissible or in a cycle (enforce mode).',
+  ),
   MG_BREAK_GLASS_MALFORMED: code(
     403,
     'forbidden',

@@ -79,6 +79,11 @@ const manifestSchema = {
       type: 'object',
       additionalProperties: { type: 'string', errorText: 'must be a string' },
     },
+    parent: {
+      type: 'string',
+      pattern: DIGEST_PATTERN,
+      errorText: 'must be the release digest (sha256:<64 lowercase hex>) of the release this one was derived from',
+    },
     files: {
       type: 'array',
       minItems: 1,

@@ -17,6 +17,8 @@ export interface Manifest {
   environment: string;
   created: string;
   provenance?: Record<string, string>;
+  /** The release digest this release was derived from (quantization, conversion, fine-tune). */
+  parent?: string;
   files: ManifestFile[];
 }
 

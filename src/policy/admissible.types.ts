@@ -25,6 +25,8 @@ export interface PolicyFinding {
   code: ErrorCode;
   /** Says what is missing and what would fix it, e.g. "no attestation scan (predicate … from attestors scanner)". */
   message: string;
+  /** The required attestation's name, for attestation findings (exceptions waive by this name). */
+  requirement?: string;
   /** The exception id that waives this finding, when one is active at the instant decided. */
   waivedBy?: string;
 }
@@ -59,6 +61,8 @@ export interface DecisionRequest {
   now: number;
   /** True when the caller referenced the release by version (mutable) rather than digest. */
   refIsVersion: boolean;
+  /** Release digests whose lineage is being decided below this one (cycle detection); absent at the top. */
+  visiting?: readonly string[];
 }
 
 export interface AdmissionPolicy {
