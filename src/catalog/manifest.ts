@@ -82,7 +82,8 @@ const manifestSchema = {
     parent: {
       type: 'string',
       pattern: DIGEST_PATTERN,
-      errorText: 'must be the release digest (sha256:<64 lowercase hex>) of the release this one was derived from',
+      errorText:
+        'must be the release digest (sha256:<64 lowercase hex>) of the release this one was derived from',
     },
     files: {
       type: 'array',

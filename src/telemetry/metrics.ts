@@ -14,6 +14,13 @@ export interface Metrics {
   readonly digestMismatches: Counter<'model' | 'environment' | 'store'>;
   readonly authFailures: Counter<'reason'>;
   readonly policyViolations: Counter<'environment' | 'violation' | 'mode'>;
+  /** Program metrics (README "Metrics"): attestation completeness, exceptions, verified retrievals. */
+  readonly attestationComplete: Gauge<'environment'>;
+  readonly exceptionsActive: Gauge<'environment'>;
+  readonly exceptionExpiry: Gauge<'id' | 'environment'>;
+  readonly exceptionCreated: Gauge<'id' | 'environment'>;
+  readonly exceptionRequests: Counter<'id'>;
+  readonly retrievals: Counter<'environment' | 'ref' | 'verified'>;
   readonly breakGlassRequests: Counter<'incident' | 'service_account'>;
   readonly sourceRequests: Counter<'store' | 'outcome'>;
   readonly inflightRequests: Gauge;
@@ -81,6 +88,42 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       name: 'modelgate_policy_violations_total',
       help: 'Policy violations by environment, violation and mode (audit violations are served, enforce ones refused).',
       labelNames: ['environment', 'violation', 'mode'],
+      registers,
+    }),
+    attestationComplete: new Gauge({
+      name: 'modelgate_catalog_attestation_complete',
+      help: 'Releases in the catalog with every attestation their environment requires satisfied, by environment.',
+      labelNames: ['environment'],
+      registers,
+    }),
+    exceptionsActive: new Gauge({
+      name: 'modelgate_exceptions_active',
+      help: 'Policy exceptions in force now, by environment.',
+      labelNames: ['environment'],
+      registers,
+    }),
+    exceptionExpiry: new Gauge({
+      name: 'modelgate_exception_expiry_timestamp_seconds',
+      help: 'When each configured policy exception expires (Unix seconds).',
+      labelNames: ['id', 'environment'],
+      registers,
+    }),
+    exceptionCreated: new Gauge({
+      name: 'modelgate_exception_created_timestamp_seconds',
+      help: 'When each configured policy exception was created (Unix seconds); with the expiry, gives exception age.',
+      labelNames: ['id', 'environment'],
+      registers,
+    }),
+    exceptionRequests: new Counter({
+      name: 'modelgate_exception_requests_total',
+      help: 'Requests served only because a policy exception waived a violation, by exception id.',
+      labelNames: ['id'],
+      registers,
+    }),
+    retrievals: new Counter({
+      name: 'modelgate_retrievals_total',
+      help: 'Completed file retrievals by environment, reference kind (digest, version) and whether fully verified (admissible with no waiver, every byte matched).',
+      labelNames: ['environment', 'ref', 'verified'],
       registers,
     }),
     breakGlassRequests: new Counter({

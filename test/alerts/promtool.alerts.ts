@@ -25,11 +25,21 @@ describe('when promtool checks the alert rules', () => {
   it('accepts deploy/prometheus/alerts.yaml', () => {
     const result = runPromtool(['check', 'rules', alertsFile]);
     assert.equal(result.status, 0, result.output);
-    assert.match(result.output, /SUCCESS: 8 rules found/);
+    assert.match(result.output, /SUCCESS: 13 rules found/);
   });
 
   it('passes every rule unit test of deploy/prometheus/tests/alerts.test.yaml', () => {
     const result = runPromtool(['test', 'rules', alertTestsFile]);
+    assert.equal(result.status, 0, result.output);
+    assert.match(result.output, /SUCCESS/);
+  });
+
+  it('computes the program ratios of deploy/prometheus/tests/program.test.yaml from its scripted scenario', () => {
+    const result = runPromtool([
+      'test',
+      'rules',
+      join(repoRoot, 'deploy/prometheus/tests/program.test.yaml'),
+    ]);
     assert.equal(result.status, 0, result.output);
     assert.match(result.output, /SUCCESS/);
   });
