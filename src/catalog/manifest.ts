@@ -115,6 +115,21 @@ const manifestSchema = {
       type: 'object',
       additionalProperties: { type: 'string', errorText: 'must be a string' },
     },
+    upstream: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['format', 'method', 'identity', 'bundle'],
+      properties: {
+        format: { const: 'oms/v1.0', errorText: 'must be "oms/v1.0"' },
+        method: {
+          enum: ['sigstore', 'key', 'certificate'],
+          errorText: 'must be sigstore, key or certificate',
+        },
+        identity: nonEmptyString,
+        issuer: nonEmptyString,
+        bundle: { type: 'object' },
+      },
+    },
     files: {
       type: 'array',
       minItems: 1,
