@@ -5,6 +5,7 @@
  * (OIDC issuer + exact or anchored SAN). Verification is @sigstore/verify's,
  * fed from a trusted-root FILE: nothing is fetched at run time.
  */
+import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { bundleFromJSON } from '@sigstore/bundle';
 import { TrustedRoot } from '@sigstore/protobuf-specs';
@@ -91,6 +92,29 @@ function signingTime(json: Record<string, unknown>): Date | undefined {
   return times.length === 0 ? undefined : new Date(Math.min(...times));
 }
 
+const CODE_SIGNING_EKU = '1.3.6.1.5.5.7.3.3';
+
+function checkCodeSigning(der: Buffer | undefined): void {
+  let usages: string[] | undefined;
+  try {
+    usages = der === undefined ? undefined : (new X509Certificate(der).keyUsage as string[] | undefined);
+  } catch (error) {
+    throw new TrustRefusedError(
+      'certificate_invalid',
+      `unparsable certificate: ${(error as Error).message}`,
+      {
+        cause: error,
+      },
+    );
+  }
+  if (usages === undefined || !usages.includes(CODE_SIGNING_EKU)) {
+    throw new TrustRefusedError(
+      'wrong_usage',
+      'the keyless certificate lacks extended key usage codeSigning',
+    );
+  }
+}
+
 /** A keyless verifier over the trusted root in `spec.trustedRoot`, read now. */
 export async function createSigstoreVerifier(name: string, spec: SigstoreSpec): Promise<TrustVerifier> {
   const matchers = compileIdentities(spec.identities, spec.trustedRoot);
@@ -118,6 +142,8 @@ export async function createSigstoreVerifier(name: string, spec: SigstoreSpec): 
           `expected at least ${tlogThreshold} transparency-log entries, got ${bundle.tlogEntryCount}`,
         );
       }
+      // @sigstore/verify does not look at key usage; a Fulcio certificate always allows code signing.
+      checkCodeSigning(bundle.material.certificates[0]);
       let signer: Signer;
       try {
         signer = verifier.verify(toSignedEntity(bundleFromJSON(bundle.json)));
