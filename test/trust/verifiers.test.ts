@@ -179,6 +179,13 @@ describe('when the signer is an X.509 chain to configured roots', () => {
     assert.equal(await refusal(verifyReleaseBundle(bundle, [other])), 'certificate_invalid');
   });
 
+  it('refuses a leaf from another CA placed in front of the trusted intermediate (certificate_invalid)', async () => {
+    const rogueRoot = makeRoot(dir, 'rogue-root');
+    const rogueLeaf = issue(dir, 'rogue-leaf', rogueRoot);
+    const bundle = await signedWith(rogueLeaf, [rogueLeaf, intermediate]);
+    assert.equal(await refusal(verifyReleaseBundle(bundle, [verifier])), 'certificate_invalid');
+  });
+
   it('refuses a leaf without the codeSigning usage (wrong_usage)', async () => {
     const server = issue(dir, 'test-noeku', intermediate, { codeSigning: false });
     assert.equal(
