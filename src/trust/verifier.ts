@@ -4,10 +4,11 @@
  * fails start-up (or a SIGHUP reload) instead of a request.
  */
 import { isAbsolute, resolve } from 'node:path';
+import { isRfc3339 } from '../catalog/manifest.ts';
 import { createJwksVerifier } from './jwks.ts';
 import { createPublicKeyVerifier } from './public-key.ts';
 import { createSigstoreVerifier } from './sigstore.ts';
-import { TrustRefusedError } from './trust-error.ts';
+import { TrustConfigError, TrustRefusedError } from './trust-error.ts';
 import type {
   SignedInput,
   SignerSpec,
@@ -45,9 +46,13 @@ export async function createVerifier(spec: SignerSpec, baseDir: string): Promise
   const inner = await createKindVerifier(spec, baseDir);
   const { revoked } = spec;
   if (revoked === undefined) return inner;
+  if (!isRfc3339(revoked.at)) {
+    throw new TrustConfigError(
+      `signer "${spec.name}"`,
+      `revoked.at must be an RFC 3339 date-time, got "${revoked.at}"`,
+    );
+  }
   const revokedAt = new Date(revoked.at);
-  if (Number.isNaN(revokedAt.getTime()))
-    throw new TypeError(`signer "${spec.name}": revoked.at must be RFC 3339`);
   return {
     name: inner.name,
     method: inner.method,
