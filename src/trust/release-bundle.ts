@@ -14,6 +14,8 @@ import { verifyWithAny } from './verifier.ts';
 import type { TrustVerifier, VerifiedSignature, VerifyOptions } from './verifier.types.ts';
 
 export const RELEASE_PAYLOAD_TYPE = 'application/vnd.modelgate.release+json';
+/** A catalog file with this suffix is always a bundle release, never an unsigned manifest. */
+export const RELEASE_BUNDLE_SUFFIX = '.sigstore.json';
 
 /**
  * Signs a manifest into a bundle JSON text. With `chain` (DER, leaf first)

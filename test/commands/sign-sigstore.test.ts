@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Command } from '../../src/commands/command.types.ts';
 import { createKeygenCommand } from '../../src/commands/keygen.ts';
 import { createSignCommand } from '../../src/commands/sign.ts';
+import { createVerifyCommand } from '../../src/commands/verify.ts';
 import { RELEASE_PAYLOAD_TYPE, verifyReleaseBundle } from '../../src/trust/release-bundle.ts';
 import { createVerifier } from '../../src/trust/verifier.ts';
 import { issue, makeRoot } from '../trust/test-pki.ts';
@@ -136,5 +137,44 @@ describe('when sign --format sigstore signs with a PEM or keygen key', () => {
       (await run(createSignCommand, signArgs(join(dir, 'k.pem'), dir, ['--alg', 'ES256']))).code,
       2,
     );
+  });
+});
+
+describe('when a .sigstore.json release is checked with modelgate verify', () => {
+  let dir: string;
+  let publicFile: string;
+  let bundleFile: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(root, 'verify-'));
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+    await writeFile(join(dir, 'k.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    publicFile = join(dir, 'k.pub.pem');
+    await writeFile(publicFile, publicKey.export({ type: 'spki', format: 'pem' }));
+    assert.equal((await run(createSignCommand, signArgs(join(dir, 'k.pem'), dir))).code, 0);
+    bundleFile = join(dir, 'team_fraud-2.0.sigstore.json');
+  });
+
+  it('exits 0 and prints the release digest, the signer identity and the files', async () => {
+    const result = await run(createVerifyCommand, [bundleFile, '--public-key', publicFile]);
+    assert.equal(result.code, 0, result.stderr);
+    const verified = await verifyReleaseBundle(await readFile(bundleFile), [
+      await createVerifier({ name: 'k', publicKeyFile: publicFile }, dir),
+    ]);
+    assert.ok(result.stdout.includes(`release      team/fraud@${verified.digest}`));
+    assert.ok(result.stdout.includes(`signer       key ${verified.signature.identity}`));
+    assert.ok(result.stdout.includes('  model.bin  3145733'));
+  });
+
+  it('exits 1 naming untrusted_key for another key, and 2 for --jwks', async () => {
+    const other = join(dir, 'other.pub.pem');
+    await writeFile(
+      other,
+      generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey.export({ type: 'spki', format: 'pem' }),
+    );
+    const wrong = await run(createVerifyCommand, [bundleFile, '--public-key', other]);
+    assert.equal(wrong.code, 1);
+    assert.ok(wrong.stderr.includes('untrusted_key'));
+    assert.equal((await run(createVerifyCommand, [bundleFile, '--jwks', publicFile])).code, 2);
   });
 });
