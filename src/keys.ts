@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes } from 'node:crypto';
 import { link, open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { JSONWebKeySet, JWK } from 'jose';
@@ -82,6 +82,38 @@ export async function loadPrivateJwkFile(file: string): Promise<JWK> {
     throw new KeyFileError(file, 'expected a private key (with "d"), got a public key');
   }
   return value as JWK;
+}
+
+/**
+ * Reads a private signing key: a JWK as written by `modelgate keygen`, or a
+ * PEM private key (PKCS#8, SEC 1 or PKCS#1, unencrypted). Returns it as a JWK
+ * so one code path signs both. Errors are KeyFileError naming the file.
+ */
+export async function loadSigningKeyFile(file: string): Promise<JWK> {
+  let text: string;
+  try {
+    const bytes = await readFile(file);
+    if (bytes.length > MAX_KEY_FILE_BYTES) throw new Error(`larger than ${MAX_KEY_FILE_BYTES} bytes`);
+    text = bytes.toString('utf8');
+  } catch (error) {
+    throw new KeyFileError(
+      file,
+      `cannot read private key: ${(error as NodeJS.ErrnoException).code ?? error}`,
+      {
+        cause: error,
+      },
+    );
+  }
+  if (!text.includes('-----BEGIN')) return loadPrivateJwkFile(file);
+  const pem = /-----BEGIN (?:EC |RSA )?PRIVATE KEY-----[\s\S]*?-----END (?:EC |RSA )?PRIVATE KEY-----/.exec(
+    text,
+  );
+  if (pem === null) throw new KeyFileError(file, 'expected an unencrypted PEM "PRIVATE KEY" block');
+  try {
+    return createPrivateKey(pem[0]).export({ format: 'jwk' }) as JWK;
+  } catch (error) {
+    throw new KeyFileError(file, `unusable private key: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 export interface WriteFileAtomicOptions {

@@ -2,6 +2,7 @@
 import { breakGlassCommand } from './commands/break-glass.ts';
 import type { Command } from './commands/command.types.ts';
 import { fetchCommand } from './commands/fetch.ts';
+import { intakeCommand } from './commands/intake.ts';
 import { keygenCommand } from './commands/keygen.ts';
 import { serveCommand } from './commands/serve.ts';
 import { signCommand } from './commands/sign.ts';
@@ -13,6 +14,7 @@ const commands: Command[] = [
   keygenCommand,
   signCommand,
   verifyCommand,
+  intakeCommand,
   breakGlassCommand,
 ];
 

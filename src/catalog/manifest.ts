@@ -85,6 +85,21 @@ const manifestSchema = {
       errorText:
         'must be the release digest (sha256:<64 lowercase hex>) of the release this one was derived from',
     },
+    upstream: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['format', 'method', 'identity', 'bundle'],
+      properties: {
+        format: { const: 'oms/v1.0', errorText: 'must be "oms/v1.0"' },
+        method: {
+          enum: ['sigstore', 'key', 'certificate'],
+          errorText: 'must be sigstore, key or certificate',
+        },
+        identity: nonEmptyString,
+        issuer: nonEmptyString,
+        bundle: { type: 'object' },
+      },
+    },
     files: {
       type: 'array',
       minItems: 1,

@@ -10,6 +10,21 @@ export interface ManifestFile {
   sources: string[];
 }
 
+/**
+ * Evidence of an upstream signature that `modelgate intake` verified before
+ * signing the release (docs/trust.md): who signed the model's OMS bundle.
+ */
+export interface UpstreamEvidence {
+  format: 'oms/v1.0';
+  method: 'sigstore' | 'key' | 'certificate';
+  /** Certificate SAN (sigstore), leaf subject (certificate), `sha256:<hex>` of the PEM key (key). */
+  identity: string;
+  /** OIDC issuer (sigstore) or root CA subject (certificate). */
+  issuer?: string;
+  /** The OMS bundle exactly as verified, so the proxy can verify it again. */
+  bundle: Record<string, unknown>;
+}
+
 export interface Manifest {
   schema: 'modelgate/release/v1';
   model: string;
@@ -19,6 +34,7 @@ export interface Manifest {
   provenance?: Record<string, string>;
   /** The release digest this release was derived from (quantization, conversion, fine-tune). */
   parent?: string;
+  upstream?: UpstreamEvidence;
   files: ManifestFile[];
 }
 

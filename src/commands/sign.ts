@@ -1,5 +1,6 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, open, readdir, realpath, stat } from 'node:fs/promises';
+import { lstat, open, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 import { calculateJwkThumbprint, type JWK } from 'jose';
@@ -12,30 +13,40 @@ import {
   MANIFEST_SCHEMA,
   MAX_CHUNK_SIZE,
   MIN_CHUNK_SIZE,
+  validateManifest,
 } from '../catalog/manifest.ts';
 import type { Manifest, ManifestFile } from '../catalog/release.types.ts';
 import {
+  canonicalJson,
   isReleaseAlgorithm,
   type ReleaseAlgorithm,
   sha256Digest,
   signManifest,
 } from '../catalog/signature.ts';
-import { loadPrivateJwkFile, writeFileAtomic } from '../keys.ts';
+import { loadSigningKeyFile, writeFileAtomic } from '../keys.ts';
+import { signReleaseBundle } from '../trust/release-bundle.ts';
 import { type Command, EXIT } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
 
 const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
 
-const HELP = `Usage: modelgate sign DIR --key PRIVATE_JWK --model NAME --version V --environment ENV
+const HELP = `Usage: modelgate sign DIR --key PRIVATE_KEY --model NAME --version V --environment ENV
                      --source-prefix URI [--source-prefix URI ...] [options]
 
 Hashes every regular file under DIR (recursively, sorted; dotfiles and
 dot-folders skipped) into a release manifest with whole-file and chunk
 SHA-256 digests, signs it as a JWS and writes MODEL-VERSION.jws (with "/" in
 the model replaced by "_"). Each file is read once, with constant memory.
+With --format sigstore it writes MODEL-VERSION.sigstore.json instead: a
+Sigstore bundle v0.3 whose DSSE envelope holds the same manifest.
 
 Options:
-  --key FILE              private JWK, as written by \`modelgate keygen\`          (required)
+  --key FILE              private key: a JWK as written by \`modelgate keygen\`, or an
+                          unencrypted PEM (ECDSA P-256/384/521, Ed25519, RSA)      (required)
+  --format FORMAT         jws or sigstore                                        (default: jws)
+  --certificate-chain PEM with --format sigstore: the signing certificate and its
+                          intermediates (leaf first) to put in the bundle instead of
+                          a key hint
   --model NAME            model name, e.g. fraud-detector or team/fraud-detector  (required)
   --version V             release version, e.g. 2026.11.3                         (required)
   --environment ENV       environment the release is for, e.g. prod              (required)
@@ -45,7 +56,7 @@ Options:
                           az://account/container/x/1.0  file:models/x/1.0       (required)
   --chunk-size SIZE       bytes, or with a KiB/MiB/GiB suffix; a power of two
                           from 1MiB to 1GiB                                      (default: 8MiB)
-  --out DIR               folder to write the .jws into                          (default: .)
+  --out DIR               folder to write the release into                       (default: .)
   --provenance KEY=VALUE  provenance entry (source, builder, buildId, ...); repeatable
   --created TIME          RFC 3339 creation time                                 (default: now)
   --kid KID               key id (default: the key's "kid", else its RFC 7638 thumbprint)
@@ -63,7 +74,7 @@ Exit codes:
 `;
 
 /** A problem that ends the command with exit code 1 and one line on stderr. */
-class SignFailure extends Error {}
+export class SignFailure extends Error {}
 
 interface WalkedFile {
   /** `/`-separated path relative to DIR: the manifest `path`. */
@@ -81,7 +92,7 @@ export function createSignCommand(output: CommandOutput = process): Command {
 
   return {
     name: 'sign',
-    summary: 'hash a local model folder into a signed release manifest (.jws)',
+    summary: 'hash a local model folder into a signed release manifest (.jws or .sigstore.json)',
     help: HELP,
 
     async run(args: string[]): Promise<number> {
@@ -110,32 +121,38 @@ export function createSignCommand(output: CommandOutput = process): Command {
   };
 }
 
+/** Options shared by \`sign\` and \`intake\` (both write a signed release). */
+export const RELEASE_OPTIONS = {
+  key: { type: 'string' },
+  model: { type: 'string' },
+  version: { type: 'string' },
+  environment: { type: 'string' },
+  'source-prefix': { type: 'string', multiple: true },
+  'chunk-size': { type: 'string' },
+  out: { type: 'string' },
+  provenance: { type: 'string', multiple: true },
+  created: { type: 'string' },
+  kid: { type: 'string' },
+  alg: { type: 'string' },
+  format: { type: 'string' },
+  'certificate-chain': { type: 'string' },
+  force: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 function parse(args: string[]) {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      key: { type: 'string' },
-      model: { type: 'string' },
-      version: { type: 'string' },
-      environment: { type: 'string' },
-      'source-prefix': { type: 'string', multiple: true },
-      'chunk-size': { type: 'string' },
-      out: { type: 'string' },
-      provenance: { type: 'string', multiple: true },
-      created: { type: 'string' },
-      kid: { type: 'string' },
-      alg: { type: 'string' },
-      force: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: RELEASE_OPTIONS });
   return { ...values, positionals };
 }
 
-interface SignOptions {
+export type ReleaseFormat = 'jws' | 'sigstore';
+
+/** Parsed \`sign\` options; \`intake\` reuses all but \`dir\`'s meaning. */
+export interface SignOptions {
   dir: string;
   key: string;
+  format: ReleaseFormat;
+  certificateChain: string | undefined;
   model: string;
   version: string;
   environment: string;
@@ -150,7 +167,7 @@ interface SignOptions {
 }
 
 /** Validates arguments; returns the options, or a one-line usage error. */
-function checkUsage(parsed: ReturnType<typeof parse>): SignOptions | string {
+export function checkUsage(parsed: ReturnType<typeof parse>): SignOptions | string {
   if (parsed.positionals.length !== 1) {
     return `expected exactly one DIR argument, got ${parsed.positionals.length}`;
   }
@@ -193,9 +210,19 @@ function checkUsage(parsed: ReturnType<typeof parse>): SignOptions | string {
     return `--alg must be ES256, EdDSA, RS256 or PS256, got "${parsed.alg}"`;
   }
   if (parsed.kid === '') return '--kid must not be empty';
+  const format = parsed.format ?? 'jws';
+  if (format !== 'jws' && format !== 'sigstore') return `--format must be jws or sigstore, got "${format}"`;
+  if (parsed['certificate-chain'] !== undefined && format !== 'sigstore') {
+    return '--certificate-chain needs --format sigstore';
+  }
+  if (format === 'sigstore' && (parsed.alg !== undefined || parsed.kid !== undefined)) {
+    return '--alg and --kid apply to --format jws only (a bundle signs with the hash that follows the key)';
+  }
   return {
     dir: parsed.positionals[0]!,
     key: parsed.key!,
+    format,
+    certificateChain: parsed['certificate-chain'],
     model,
     version,
     environment,
@@ -327,22 +354,109 @@ function algorithmFor(jwk: JWK, option: ReleaseAlgorithm | undefined, keyFile: s
   throw new SignFailure(`${keyFile}: cannot sign releases with a ${jwk.kty} ${jwk.crv ?? ''} key`.trimEnd());
 }
 
+/** A loaded signing key and the file the release will be written to. */
+export interface PreparedRelease {
+  out: string;
+  /** Signs a manifest (validated first) into the file text and the payload bytes exactly as signed. */
+  sign(manifest: Manifest): Promise<{ text: string; payload: Buffer }>;
+}
+
+/** The release file name \`sign\` and \`intake\` write: MODEL-VERSION.jws or .sigstore.json. */
+export function releaseFileName(model: string, version: string, format: ReleaseFormat): string {
+  return `${model.replaceAll('/', '_')}-${version}.${format === 'jws' ? 'jws' : 'sigstore.json'}`;
+}
+
+async function loadCertificateChain(file: string): Promise<Buffer[]> {
+  const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    throw new SignFailure(`cannot read ${file}: ${error.code ?? error}`);
+  });
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new SignFailure(`${file}: expected PEM certificates, leaf first`);
+  return blocks.map((block) => new X509Certificate(block).raw);
+}
+
+/**
+ * Loads the key and works out the output file, failing before hashing what
+ * may be many GiB, not after: an existing output, an unusable key.
+ */
+export async function prepareRelease(options: SignOptions): Promise<PreparedRelease> {
+  const jwk = await loadSigningKeyFile(options.key);
+  const out = resolve(options.out, releaseFileName(options.model, options.version, options.format));
+  if (!options.force && (await exists(out)))
+    throw new SignFailure(`${out} already exists (use --force to replace it)`);
+  if (options.format === 'sigstore') {
+    const key = createPrivateKey({ key: jwk, format: 'jwk' });
+    const chain =
+      options.certificateChain === undefined
+        ? undefined
+        : await loadCertificateChain(options.certificateChain);
+    return {
+      out,
+      async sign(manifest) {
+        validateManifest(manifest);
+        const text = signReleaseBundle(manifest, key, chain);
+        return { text, payload: Buffer.from(canonicalJson(manifest), 'utf8') };
+      },
+    };
+  }
+  const alg = algorithmFor(jwk, options.alg, options.key);
+  const kid = options.kid ?? jwk.kid ?? (await calculateJwkThumbprint(jwk, 'sha256'));
+  return {
+    out,
+    async sign(manifest) {
+      // signManifest validates the manifest (e.g. a malformed --source-prefix) before signing.
+      const jws = await signManifest(manifest, jwk, kid, alg);
+      return { text: `${jws}\n`, payload: Buffer.from(jws.split('.')[1] ?? '', 'base64url') };
+    },
+  };
+}
+
+/** The manifest for hashed files, with the options' model, version, environment, sources and provenance. */
+export function assembleManifest(
+  options: SignOptions,
+  files: ReadonlyArray<Omit<ManifestFile, 'sources'>>,
+): Manifest {
+  const manifest: Manifest = {
+    schema: MANIFEST_SCHEMA,
+    model: options.model,
+    version: options.version,
+    environment: options.environment,
+    created: options.created ?? new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    files: files.map((file) => ({
+      ...file,
+      sources: options.sourcePrefixes.map((prefix) => sourceFor(prefix, file.path)),
+    })),
+  };
+  if (options.provenance !== undefined) manifest.provenance = options.provenance;
+  return manifest;
+}
+
+/** Signs and writes a release atomically; returns the file and the release digest. */
+export async function writeRelease(
+  prepared: PreparedRelease,
+  manifest: Manifest,
+  force: boolean,
+): Promise<{ file: string; digest: string }> {
+  const { text, payload } = await prepared.sign(manifest);
+  try {
+    await writeFileAtomic(prepared.out, text, 0o644, { overwrite: force });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new SignFailure(`${prepared.out} already exists (use --force to replace it)`);
+    }
+    throw error;
+  }
+  return { file: prepared.out, digest: sha256Digest(payload) };
+}
+
 async function sign(
   options: SignOptions,
 ): Promise<{ file: string; digest: string; fileCount: number; bytes: number }> {
-  const jwk = await loadPrivateJwkFile(options.key);
-  const alg = algorithmFor(jwk, options.alg, options.key);
-  const kid = options.kid ?? jwk.kid ?? (await calculateJwkThumbprint(jwk, 'sha256'));
-
-  const out = resolve(options.out, `${options.model.replaceAll('/', '_')}-${options.version}.jws`);
-  // Fail before hashing what may be many GiB, not after.
-  if (!options.force && (await exists(out)))
-    throw new SignFailure(`${out} already exists (use --force to replace it)`);
-
-  // `--out` inside DIR: a previous .jws there is output, not model content.
-  const walked = (await walk(options.dir)).filter((file) => file.absolute !== out);
+  const prepared = await prepareRelease(options);
+  // `--out` inside DIR: a previous release file there is output, not model content.
+  const walked = (await walk(options.dir)).filter((file) => file.absolute !== prepared.out);
   if (walked.length === 0) throw new SignFailure(`${options.dir} holds no files to sign`);
-  const files: ManifestFile[] = [];
+  const files: Array<Omit<ManifestFile, 'sources'>> = [];
   let bytes = 0;
   for (const file of walked) {
     if (!isValidFilePath(file.path)) {
@@ -350,30 +464,10 @@ async function sign(
     }
     const digests = await hashFile(file, options.chunkSize);
     bytes += digests.size;
-    files.push({ ...digests, sources: options.sourcePrefixes.map((prefix) => sourceFor(prefix, file.path)) });
+    files.push(digests);
   }
-  const manifest: Manifest = {
-    schema: MANIFEST_SCHEMA,
-    model: options.model,
-    version: options.version,
-    environment: options.environment,
-    created: options.created ?? new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
-    files,
-  };
-  if (options.provenance !== undefined) manifest.provenance = options.provenance;
-
-  // signManifest validates the manifest (e.g. a malformed --source-prefix) before signing.
-  const jws = await signManifest(manifest, jwk, kid, alg);
-  const payload = Buffer.from(jws.split('.')[1] ?? '', 'base64url');
-  try {
-    await writeFileAtomic(out, `${jws}\n`, 0o644, { overwrite: options.force });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new SignFailure(`${out} already exists (use --force to replace it)`);
-    }
-    throw error;
-  }
-  return { file: out, digest: sha256Digest(payload), fileCount: files.length, bytes };
+  const written = await writeRelease(prepared, assembleManifest(options, files), options.force);
+  return { ...written, fileCount: files.length, bytes };
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
+import { ManifestError, validateManifest } from '../catalog/manifest.ts';
 import type { Manifest } from '../catalog/release.types.ts';
 import {
   type LoadedSigner,
@@ -10,10 +11,23 @@ import {
   type VerifiedRelease,
   verifyRelease,
 } from '../catalog/signature.ts';
+import { RELEASE_BUNDLE_SUFFIX as BUNDLE_SUFFIX, verifyReleaseBundle } from '../trust/release-bundle.ts';
+import { TrustRefusedError } from '../trust/trust-error.ts';
+import { createVerifier } from '../trust/verifier.ts';
 import { type Command, EXIT } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
+import {
+  checkOms,
+  describeOms,
+  OmsCheckFailure,
+  TRUST_HELP,
+  TRUST_OPTIONS,
+  trustSpecFromFlags,
+} from './oms-cli.ts';
 
 const HELP = `Usage: modelgate verify FILE --jwks JWKS_FILE [--jwks JWKS_FILE ...]
+       modelgate verify FILE.sigstore.json (TRUST)
+       modelgate verify --oms SIG DIR (TRUST) [--ignore-path P ...]
 
 Checks a release the way the proxy's catalog does: the JWS header (typ
 modelgate-release+jws, alg ES256/EdDSA/RS256/PS256), the signature against
@@ -24,16 +38,33 @@ digest, chunk count).
 A .json file is an unsigned manifest: its schema is checked and it is
 printed, but it has no signature to verify, so the exit code is 1.
 
+A FILE ending in .sigstore.json is a Sigstore-bundle release: it is checked
+against the TRUST flags below (as written by \`modelgate sign --format sigstore\`);
+on failure stderr names the reason (bad_signature, untrusted_key,
+certificate_invalid, certificate_expired, wrong_usage, identity_mismatch, ...).
+
+With --oms, checks a model folder (or single file) DIR against an OpenSSF
+Model Signing (OMS v1.0) signature SIG, as the reference model_signing tool
+does: the signature against the given trust, then every file against the
+signed digests (a file that is not listed fails). Nothing is written.
+
 Options:
   --jwks FILE   public JWKS of a trusted signer (as written by \`modelgate keygen\`);
                 repeatable; required for a .jws
+  --oms SIG     the OMS signature (a Sigstore bundle, e.g. DIR/model.sig)
   -h, --help    show this help
 
+${TRUST_HELP}
+
 Exit codes:
-  0  signature and manifest valid
+  0  signature and manifest valid (--oms: signature valid and every file matches)
   1  invalid or unsigned; stderr names the reason: invalid_jws, wrong_type,
      unknown_signer, bad_signature, invalid_json, invalid_manifest, unsigned, unreadable
+     (--oms: unreadable file, unsupported hash type or serialization)
   2  usage error
+  3  --oms: the signature does not verify against the given trust (wrong identity,
+     issuer, key or chain; tampered statement)
+  4  --oms: the files do not match the signed digests (changed, missing or unlisted)
 `;
 
 /** `modelgate verify` with its output going to `output` (tests pass their own streams). */
@@ -45,24 +76,32 @@ export function createVerifyCommand(output: CommandOutput = process): Command {
 
   return {
     name: 'verify',
-    summary: 'verify a signed release (.jws) against public keys and print its files',
+    summary: 'verify a signed release (.jws, .sigstore.json) or an OMS-signed model folder',
     help: HELP,
 
     async run(args: string[]): Promise<number> {
-      let values: { jwks?: string[]; help?: boolean };
+      let values: ReturnType<typeof parseVerifyArgs>['values'];
       let positionals: string[];
       try {
-        ({ values, positionals } = parseArgs({
-          args,
-          allowPositionals: true,
-          options: { jwks: { type: 'string', multiple: true }, help: { type: 'boolean', short: 'h' } },
-        }));
+        ({ values, positionals } = parseVerifyArgs(args));
       } catch (error) {
         return fail(EXIT.usage, `${(error as Error).message} (see modelgate verify --help)`);
       }
       if (values.help) {
         output.stdout.write(HELP);
         return EXIT.ok;
+      }
+      if (values.oms !== undefined) return verifyOms(values.oms, values, positionals);
+      if (positionals.length === 1 && positionals[0]?.endsWith(BUNDLE_SUFFIX)) {
+        return verifyBundle(positionals[0], values);
+      }
+      if (
+        Object.keys(TRUST_OPTIONS).some((name) => values[name as keyof typeof TRUST_OPTIONS] !== undefined)
+      ) {
+        return fail(
+          EXIT.usage,
+          `trust options need --oms SIG or a ${BUNDLE_SUFFIX} FILE (see modelgate verify --help)`,
+        );
       }
       if (positionals.length !== 1) {
         return fail(
@@ -120,6 +159,83 @@ export function createVerifyCommand(output: CommandOutput = process): Command {
       return EXIT.ok;
     },
   };
+
+  /** A `*.sigstore.json` release: the bundle against the trust flags, then the manifest schema. */
+  async function verifyBundle(
+    file: string,
+    values: ReturnType<typeof parseVerifyArgs>['values'],
+  ): Promise<number> {
+    if (values.jwks !== undefined || values['ignore-path'] !== undefined) {
+      return fail(
+        EXIT.usage,
+        `${BUNDLE_SUFFIX} releases take trust flags, not --jwks (see modelgate verify --help)`,
+      );
+    }
+    const spec = trustSpecFromFlags(values);
+    if (typeof spec === 'string') return fail(EXIT.usage, `${spec} (see modelgate verify --help)`);
+    try {
+      const verifier = await createVerifier(spec, process.cwd());
+      const verified = await verifyReleaseBundle(await readFile(file), [verifier]);
+      const manifest = validateManifest(JSON.parse(verified.payload.toString('utf8')));
+      const { signature } = verified;
+      const lines = [
+        'signature valid',
+        `release      ${manifest.model}@${verified.digest}`,
+        `signer       ${signature.method} ${signature.identity}${signature.issuer === undefined ? '' : ` (${signature.issuer})`}`,
+        `model        ${manifest.model}`,
+        `version      ${manifest.version}`,
+        `environment  ${manifest.environment}`,
+        `created      ${manifest.created}`,
+        `files        ${manifest.files.length}`,
+        ...describeFiles(manifest),
+      ];
+      output.stdout.write(`${lines.join('\n')}\n`);
+      return EXIT.ok;
+    } catch (error) {
+      if (error instanceof TrustRefusedError)
+        return fail(EXIT.failure, `${error.reason}: ${file}: ${error.message}`);
+      if (error instanceof ManifestError)
+        return fail(EXIT.failure, `invalid_manifest: ${file}: ${error.message}`);
+      return fail(EXIT.failure, (error as Error).message);
+    }
+  }
+
+  async function verifyOms(
+    sig: string,
+    values: ReturnType<typeof parseVerifyArgs>['values'],
+    positionals: string[],
+  ): Promise<number> {
+    if (positionals.length !== 1) {
+      return fail(
+        EXIT.usage,
+        `--oms expects exactly one DIR argument, got ${positionals.length} (see modelgate verify --help)`,
+      );
+    }
+    if (values.jwks !== undefined)
+      return fail(EXIT.usage, '--jwks does not apply to --oms (see modelgate verify --help)');
+    const spec = trustSpecFromFlags(values);
+    if (typeof spec === 'string') return fail(EXIT.usage, `${spec} (see modelgate verify --help)`);
+    try {
+      const check = await checkOms(sig, positionals[0] ?? '', spec, values['ignore-path'] ?? [], null);
+      output.stdout.write(describeOms(check));
+      return EXIT.ok;
+    } catch (error) {
+      if (error instanceof OmsCheckFailure) return fail(error.exitCode, error.message);
+      throw error;
+    }
+  }
+}
+
+function parseVerifyArgs(args: string[]) {
+  return parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      jwks: { type: 'string', multiple: true },
+      help: { type: 'boolean', short: 'h' },
+      ...TRUST_OPTIONS,
+    },
+  });
 }
 
 function describe(release: VerifiedRelease): string {
