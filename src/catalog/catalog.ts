@@ -1,5 +1,5 @@
 import { type Clock, systemClock } from '../clock.ts';
-import type { CatalogConfig, SignerConfig } from '../config/config.types.ts';
+import type { CatalogConfig } from '../config/config.types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import type { Catalog, CatalogReport } from './catalog.types.ts';
@@ -13,37 +13,18 @@ import {
 import { createCatalogLoader, listReleaseFiles } from './catalog-loader.ts';
 import { createCatalogReporter, type RejectedFile } from './catalog-reporter.ts';
 import { createScanScheduler } from './catalog-scheduler.ts';
-import type { Release } from './release.types.ts';
-import {
-  type LoadedSigner,
-  loadSigners,
-  parseUnsignedRelease,
-  type VerifiedRelease,
-  verifyRelease,
-} from './signature.ts';
+import { type CatalogSigner, createReleaseVerifier, type UpstreamSigner } from './release-verifier.ts';
 
 export interface CreateCatalogOptions {
   config: CatalogConfig;
-  signers: SignerConfig[];
+  signers: readonly CatalogSigner[];
+  /** OMS signers whose evidence releases of their `models` must carry (README "Trust"). */
+  upstreamSigners?: readonly UpstreamSigner[];
+  /** Folder that relative key paths resolve against (the configuration's). */
+  baseDir?: string;
   logger: Logger;
   metrics: Metrics;
   clock?: Clock;
-}
-
-function toRelease(path: string, verified: VerifiedRelease): Release {
-  const { manifest } = verified;
-  return {
-    model: manifest.model,
-    version: manifest.version,
-    environment: manifest.environment,
-    digest: verified.digest,
-    payload: verified.payload,
-    manifest,
-    signer: verified.signer?.name ?? null,
-    trust: verified.trust,
-    sourceFile: path,
-    files: new Map(manifest.files.map((file) => [file.path, file])),
-  };
 }
 
 /**
@@ -62,7 +43,6 @@ export function createCatalog(options: CreateCatalogOptions): Catalog {
   const clock = options.clock ?? systemClock;
   const log = options.logger.child({ component: 'catalog' });
 
-  let signers: LoadedSigner[] = [];
   let signerFingerprint = '';
   let trustGeneration = 0;
   let index: CatalogIndex = EMPTY_INDEX;
@@ -70,24 +50,33 @@ export function createCatalog(options: CreateCatalogOptions): Catalog {
   let loaded = false;
   let started = false;
 
-  const loader = createCatalogLoader(async (path, bytes) =>
-    toRelease(
-      path,
-      path.endsWith('.json')
-        ? parseUnsignedRelease(bytes)
-        : await verifyRelease(bytes.toString('utf8'), signers),
-    ),
-  );
+  const verifier = createReleaseVerifier({
+    signers: options.signers,
+    upstreamSigners: options.upstreamSigners ?? [],
+    baseDir: options.baseDir ?? process.cwd(),
+  });
+  const loader = createCatalogLoader((path, bytes) => verifier.verify(path, bytes, new Date(clock())));
   const reporter = createCatalogReporter(log, options.metrics);
 
-  /** Reads the signers' key files; a change of keys re-verifies every file. */
+  /** Reads the signers' key files (throws naming the file). */
   async function loadKeys(): Promise<void> {
-    const next = await loadSigners(options.signers);
-    const nextFingerprint = JSON.stringify(next.map((s) => [s.name, s.environments, s.jwks]));
-    if (nextFingerprint !== signerFingerprint) {
-      signers = next;
-      signerFingerprint = nextFingerprint;
+    await verifier.loadKeys();
+  }
+
+  /**
+   * A change of keys, or a revocation whose instant has passed, re-verifies
+   * every file: a revoked signer's releases leave the catalog at the next scan.
+   */
+  function refreshTrustGeneration(): void {
+    const now = new Date(clock());
+    const next = verifier.fingerprint(now);
+    if (next !== signerFingerprint) {
+      signerFingerprint = next;
       trustGeneration++;
+    }
+    for (const signer of options.signers) {
+      const revoked = signer.revoked !== undefined && Date.parse(signer.revoked.at) <= now.getTime();
+      options.metrics.signerRevoked.set({ signer: signer.name }, revoked ? 1 : 0);
     }
   }
 
@@ -106,6 +95,7 @@ export function createCatalog(options: CreateCatalogOptions): Catalog {
       );
       return lastReport;
     }
+    refreshTrustGeneration();
     const states = await loader.loadAll(paths, trustGeneration);
     const releases = states.flatMap((state) => (state.release ? [state.release] : []));
     const rejections: RejectedFile[] = states.flatMap((state) =>

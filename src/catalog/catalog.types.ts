@@ -8,7 +8,15 @@ export type RejectionReason =
   | 'invalid_jws'
   | 'wrong_type'
   | 'unknown_signer'
-  | 'bad_signature';
+  | 'bad_signature'
+  | 'invalid_bundle'
+  | 'untrusted_identity'
+  | 'certificate_invalid'
+  | 'certificate_expired'
+  | 'wrong_usage'
+  | 'tlog_missing'
+  | 'signer_revoked'
+  | 'upstream_unverified';
 
 export interface CatalogRejection {
   file: string;

@@ -58,11 +58,26 @@ export interface Release {
   manifest: Manifest;
   /** Name of the signer whose key verified the signature; null when unsigned. */
   signer: string | null;
+  /** Who signed, as the signer's verifier saw it; absent when unsigned. */
+  signature?: SignatureIdentity;
+  /** The OMS signature that intake re-verified at load (upstreamSigners), when there is one. */
+  upstream?: SignatureIdentity & { signer: string | null };
   trust: ReleaseTrust;
   /** Catalog file it was loaded from (absolute path). */
   sourceFile: string;
   /** Files by path. */
   files: Map<string, ManifestFile>;
+}
+
+/**
+ * Who signed a release: `method` is the signer kind (`jwks`, `key`,
+ * `certificate`, `sigstore`), `identity` the key id, key fingerprint,
+ * certificate subject or keyless identity, `issuer` the OIDC issuer or root CA.
+ */
+export interface SignatureIdentity {
+  method: string;
+  identity: string;
+  issuer?: string;
 }
 
 /** A release reference from a URL: a version, or a release digest. */

@@ -26,6 +26,7 @@ export interface Metrics {
   readonly inflightRequests: Gauge;
   readonly catalogReleases: Gauge<'environment'>;
   readonly catalogRejected: Counter<'reason'>;
+  readonly signerRevoked: Gauge<'signer'>;
   readonly environmentEnforcing: Gauge<'environment'>;
 }
 
@@ -153,6 +154,12 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       name: 'modelgate_catalog_rejected_total',
       help: 'Catalog files rejected at load, by reason.',
       labelNames: ['reason'],
+      registers,
+    }),
+    signerRevoked: new Gauge({
+      name: 'modelgate_signer_revoked',
+      help: '1 when the signer is revoked (its releases are rejected from the revocation instant on), else 0.',
+      labelNames: ['signer'],
       registers,
     }),
     environmentEnforcing: new Gauge({
