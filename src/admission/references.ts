@@ -74,8 +74,32 @@ function flagValues(args: readonly string[], name: string): string[] {
   return values;
 }
 
+/** KServe storage URIs handed to a storage container (deploy/kubernetes/admission/kserve-storage-container.yaml). */
+const STORAGE_URI_PREFIX = 'modelgate://';
+
+function storageUriReferences(container: ContainerUnderReview, source: string): PodReference[] {
+  return container.argv
+    .filter((arg) => arg.startsWith(STORAGE_URI_PREFIX))
+    .map((arg) => {
+      const body = arg.slice(STORAGE_URI_PREFIX.length);
+      const at = body.indexOf('@');
+      if (at <= 0)
+        return {
+          ok: false,
+          source,
+          text: arg,
+          problem: 'names no release (write modelgate://<model>@sha256:<hex>)',
+        };
+      return reference(source, arg, body.slice(0, at), body.slice(at + 1));
+    });
+}
+
 function containerReferences(container: ContainerUnderReview): PodReference[] {
   const source = `${container.kind}[${container.name}]`;
+  return [...fetchReferences(container, source), ...storageUriReferences(container, source)];
+}
+
+function fetchReferences(container: ContainerUnderReview, source: string): PodReference[] {
   const at = fetchIndex(container.argv);
   if (at < 0) {
     // A shell line hides the arguments; refusing it beats letting an unchecked reference through.
@@ -103,7 +127,10 @@ function containerReferences(container: ContainerUnderReview): PodReference[] {
   return [reference(source, `${model}@${release}`, model, release)];
 }
 
-/** Every model reference of a Pod: the annotation first, then init containers, then containers. */
+/**
+ * Every model reference of a Pod: the annotation first, then init containers,
+ * then containers — `modelgate fetch` arguments and `modelgate://` storage URIs.
+ */
 export function extractReferences(pod: PodUnderReview): PodReference[] {
   return [...annotationReferences(pod.annotations), ...pod.containers.flatMap(containerReferences)];
 }

@@ -66,6 +66,28 @@ describe('reading model references from a Pod', () => {
       );
     });
 
+    it('reads modelgate:// storage URIs a KServe storage container gets as arguments', () => {
+      const refs = extractReferences(
+        pod({}, [
+          {
+            name: 'storage-initializer',
+            argv: [
+              '/bin/sh',
+              '-c',
+              'script',
+              'modelgate-storage',
+              `modelgate://team/fraud@${DIGEST}`,
+              '/mnt/models',
+            ],
+          },
+        ]),
+      );
+      assert.equal(refs.length, 1);
+      assert.ok(refs[0]?.ok);
+      assert.equal(refs[0].model, 'team/fraud');
+      assert.deepEqual(refs[0].ref, { kind: 'digest', digest: DIGEST });
+    });
+
     it('refuses a repeated --model and a fetch hidden in a shell line (fail closed)', () => {
       const refs = extractReferences(
         pod({}, [

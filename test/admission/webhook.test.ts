@@ -355,9 +355,15 @@ describe('the admission webhook', () => {
   describe('when reviews have been answered', () => {
     it('counts each in modelgate_admission_reviews_total by environment, result and reason', async () => {
       const metric = await metrics.admissionReviews.get();
-      const value = (labels: Record<string, string>) =>
+      type Labels = { environment: string; result: string; reason: string };
+      const value = (labels: Labels) =>
         metric.values
-          .filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))
+          .filter(
+            (v) =>
+              v.labels.environment === labels.environment &&
+              v.labels.result === labels.result &&
+              v.labels.reason === labels.reason,
+          )
           .reduce((sum, v) => sum + v.value, 0);
       assert.ok(value({ environment: 'prod', result: 'allowed', reason: 'none' }) >= 1);
       assert.ok(value({ environment: 'prod', result: 'denied', reason: 'mutable_reference' }) >= 1);
