@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
@@ -270,6 +270,23 @@ describe('the admission webhook', () => {
     });
   });
 
+  describe('when a Pod in a prod namespace references a release made for staging', () => {
+    it('denies it naming both environments', async () => {
+      const { body } = await post(
+        'prod',
+        podReview(nextUid(), {
+          serviceAccountName: 'inference',
+          annotations: { 'modelgate.dev/models': `fraud-detector@${stagingUnsigned}` },
+        }),
+      );
+      assert.equal(body.response.allowed, false);
+      assert.match(
+        body.response.status.message,
+        /MG_ENVIRONMENT_MISMATCH .*made for environment staging, not prod/,
+      );
+    });
+  });
+
   describe('when a Pod has two fetch init containers and one reference is bad', () => {
     it('denies it naming the bad one only', async () => {
       const { body } = await post(
@@ -402,6 +419,35 @@ describe('the admission webhook', () => {
       assert.equal(afterRotation.fingerprint, newFingerprint);
       assert.equal(afterRotation.status, 200);
       ca = newCa;
+    });
+
+    it('keeps the current certificate while the new key does not match it, then takes the complete pair', async () => {
+      const current = new X509Certificate(ca).fingerprint256;
+      // A renewal writes the key first: for a moment the key on disk belongs to a certificate not yet written.
+      await mkdir(join(fixture.dir, 'next'), { recursive: true });
+      const next = await writeSelfSignedCert(
+        join(fixture.dir, 'next'),
+        'webhook',
+        'modelgate-admission-next',
+      );
+      await copyFile(next.key, join(fixture.dir, 'webhook.key'));
+      const during = await postReview(
+        url,
+        '/validate/pods/prod',
+        JSON.stringify(podReview(nextUid(), {})),
+        ca,
+      );
+      assert.equal(during.fingerprint, current);
+      await copyFile(next.cert, join(fixture.dir, 'webhook.crt'));
+      const nextCa = await readFile(next.cert);
+      const afterwards = await postReview(
+        url,
+        '/validate/pods/prod',
+        JSON.stringify(podReview(nextUid(), {})),
+        nextCa,
+      );
+      assert.equal(afterwards.fingerprint, new X509Certificate(nextCa).fingerprint256);
+      ca = nextCa;
     });
   });
 });
