@@ -14,6 +14,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { runAdmissionCommand } from './lib/admission.ts';
 import { onInterrupt, stopAllChildren } from './lib/children.ts';
 import { BUCKET, CHUNK_BYTES, createFixture, MiB, SMALL_BYTES } from './lib/fixture.ts';
 import { describeMachine } from './lib/machine.ts';
@@ -50,6 +51,7 @@ const HELP = `Usage: npm run bench [-- --quick] [-- --only single,optimizations,
   --size-mib N     size of the large file (default 1024, quick 256)
   --reps N         interleaved timed downloads per single-stream row (default 5, quick 1)
   --keep           keep the temp folder (configs, proxy logs, nginx.conf) for inspection
+  --admission      only the admission webhook: 500 AdmissionReviews at concurrency 16, p50/p99
 `;
 
 function parseOptions() {
@@ -60,6 +62,7 @@ function parseOptions() {
       'size-mib': { type: 'string' },
       reps: { type: 'string' },
       keep: { type: 'boolean', default: false },
+      admission: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -79,6 +82,7 @@ function parseOptions() {
     sizeBytes: Number(values['size-mib'] ?? (quick ? 256 : 1024)) * MiB,
     reps: Number(values.reps ?? (quick ? 1 : 5)),
     keep: values.keep,
+    admission: values.admission,
   };
 }
 
@@ -205,6 +209,10 @@ async function main() {
   // A reader that goes away (`npm run bench | head`) must not crash the run before it cleans up.
   process.stdout.on('error', () => {});
   const log = (line: string) => process.stdout.write(`${line}\n`);
+  if (options.admission) {
+    await runAdmissionCommand({ keep: options.keep, log });
+    return;
+  }
   log(`modelgate bench${options.quick ? ' (quick)' : ''} — ${new Date().toISOString()}`);
   log(
     `machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB RAM, ${machine.kernel}, ` +

@@ -38,6 +38,11 @@ export const ERROR_CODES = {
   ),
   MG_BAD_RANGE: code(400, 'bad_request', 'The Range header is malformed or asks for more than one range.'),
   MG_ROUTE_NOT_FOUND: code(404, 'not_found', 'No such endpoint.'),
+  MG_ADMISSION_REVIEW_MALFORMED: code(
+    400,
+    'bad_request',
+    'The admission webhook got a body that is not an `admission.k8s.io/v1` AdmissionReview of a Pod (or is too large).',
+  ),
 
   // 401 — authentication; always with WWW-Authenticate: Bearer error="invalid_token"
   MG_TOKEN_MISSING: code(401, 'unauthenticated', 'No `Authorization: Bearer` header, or more than one.'),
@@ -152,6 +157,16 @@ export const ERROR_CODES = {
     403,
     'forbidden',
     'The break-glass `release` is not the requested release digest.',
+  ),
+  MG_ENVIRONMENT_MISMATCH: code(
+    403,
+    'forbidden',
+    'Admission: the release was made for another environment than the namespace it is deployed to.',
+  ),
+  MG_MODEL_REFERENCE_REQUIRED: code(
+    403,
+    'forbidden',
+    'Admission: `admission.requireModels` is on and the Pod references no model.',
   ),
   MG_BREAK_GLASS_DISABLED: code(
     403,

@@ -124,6 +124,8 @@ export interface IssuerConfig {
   cooldownSeconds: number;
   /** Timeout of one key or discovery fetch. */
   timeoutSeconds: number;
+  /** Admission maps Pods' service accounts (`system:serviceaccount:<ns>:<sa>`) through this issuer's accounts. */
+  kubernetes?: boolean;
 }
 
 export interface GrantConfig {
@@ -167,6 +169,16 @@ export interface LoggingConfig {
   level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
+/** The admission webhook listener (docs/admission.md). */
+export interface AdmissionConfig {
+  address: string;
+  port: number;
+  /** Required; relative paths resolve against the configuration file's folder. Reloaded when the files change. */
+  tls: TlsConfig;
+  /** Deny (audit: warn about) Pods that reference no model. */
+  requireModels: boolean;
+}
+
 export interface ModelgateConfig {
   /** Absolute path of the file this came from (for messages). */
   source: string;
@@ -182,5 +194,6 @@ export interface ModelgateConfig {
   signers: SignerConfig[];
   environments: Record<string, EnvironmentConfig>;
   breakGlass?: BreakGlassConfig;
+  admission?: AdmissionConfig;
   logging: LoggingConfig;
 }

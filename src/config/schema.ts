@@ -175,6 +175,8 @@ export const configSchema = {
         cacheSeconds: seconds(600, 1),
         cooldownSeconds: seconds(30),
         timeoutSeconds: seconds(5, 0.001),
+        // Admission (docs/admission.md): Pods' service accounts are matched through this issuer.
+        kubernetes: { type: 'boolean', default: false },
       },
     }),
     serviceAccounts: {
@@ -242,6 +244,23 @@ export const configSchema = {
         jwksFile: nonEmptyString,
         maxTtlSeconds: { type: 'integer', minimum: 60, default: 14400 },
         incidentPattern: { ...nonEmptyString, default: '^INC-[0-9]+$' },
+      },
+    },
+    // Admission webhook listener (docs/admission.md); TLS is required because the API server only calls https.
+    admission: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['tls'],
+      properties: {
+        address: { ...nonEmptyString, default: '0.0.0.0' },
+        port: { type: 'integer', minimum: 0, maximum: 65535, default: 8443 },
+        tls: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['cert', 'key'],
+          properties: { cert: nonEmptyString, key: nonEmptyString },
+        },
+        requireModels: { type: 'boolean', default: false },
       },
     },
     logging: {

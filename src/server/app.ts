@@ -2,6 +2,7 @@ import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createServer as createHttpServer, type Server, type ServerOptions } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { type AdmissionListener, startConfiguredAdmission } from '../admission/listener.ts';
 import { createCatalog } from '../catalog/catalog.ts';
 import type { Catalog } from '../catalog/catalog.types.ts';
 import { type Clock, systemClock } from '../clock.ts';
@@ -39,8 +40,8 @@ export interface App {
   readonly authenticator: Authenticator;
   readonly policy: EnvironmentPolicy;
   readonly fetcher: ChunkFetcher;
-  /** Listens on both listeners; resolves with their URLs. */
-  start(): Promise<{ dataUrl: string; adminUrl: string }>;
+  /** Listens on every listener; resolves with their URLs (`admissionUrl` when `admission:` is configured). */
+  start(): Promise<{ dataUrl: string; adminUrl: string; admissionUrl?: string }>;
   /** Re-scans the catalog (SIGHUP). */
   reload(): Promise<void>;
   readiness(): ReadinessReport;
@@ -186,6 +187,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     }
   };
 
+  let webhook: AdmissionListener | undefined;
   return {
     metrics,
     catalog,
@@ -199,12 +201,25 @@ export async function createApp(options: AppOptions): Promise<App> {
       await listen(data, config.listen.port, config.listen.address);
       const withAdmin = options.adminListener !== false;
       if (withAdmin) await listen(admin, config.admin.port, config.admin.address);
+      // Admission webhook (docs/admission.md).
+      webhook = await startConfiguredAdmission({
+        config,
+        catalog,
+        environments: policy,
+        metrics,
+        logger,
+        clock,
+      });
       if (tls) {
         // Polling survives the symlink swaps Kubernetes uses to update mounted secrets.
         watchFile(tls.cert, { interval: 5000, persistent: false }, reloadTls);
         watchFile(tls.key, { interval: 5000, persistent: false }, reloadTls);
       }
-      return { dataUrl: urlOf(data, Boolean(tls)), adminUrl: withAdmin ? urlOf(admin, false) : '' };
+      return {
+        dataUrl: urlOf(data, Boolean(tls)),
+        adminUrl: withAdmin ? urlOf(admin, false) : '',
+        ...(webhook ? { admissionUrl: webhook.url } : {}),
+      };
     },
     async reload() {
       await catalog.reload();
@@ -226,6 +241,7 @@ export async function createApp(options: AppOptions): Promise<App> {
       const cut = active;
       data.closeAllConnections();
       await closed;
+      await webhook?.close();
       if (admin.listening) {
         admin.closeAllConnections();
         await new Promise<void>((resolve) => admin.close(() => resolve()));

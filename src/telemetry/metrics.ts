@@ -28,6 +28,8 @@ export interface Metrics {
   readonly catalogRejected: Counter<'reason'>;
   readonly signerRevoked: Gauge<'signer'>;
   readonly environmentEnforcing: Gauge<'environment'>;
+  /** Admission reviews answered (docs/admission.md): result allowed|denied|warned, reason from a fixed set. */
+  readonly admissionReviews: Counter<'environment' | 'result' | 'reason'>;
 }
 
 /** Route label values. */
@@ -166,6 +168,12 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       name: 'modelgate_environment_enforcing',
       help: '1 when the environment enforces, 0 while it is in audit mode.',
       labelNames: ['environment'],
+      registers,
+    }),
+    admissionReviews: new Counter({
+      name: 'modelgate_admission_reviews_total',
+      help: 'Pod admission reviews answered, by environment, result (allowed, denied, warned) and first reason.',
+      labelNames: ['environment', 'result', 'reason'],
       registers,
     }),
   };
