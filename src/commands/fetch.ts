@@ -41,6 +41,9 @@ Exit codes:
   11  model, release or file not found (404, 409)
   12  integrity failure: a digest or size did not match (retried once)
   13  proxy or source unavailable after retries (502, 503, 504, network)
+  14  unsafe destination: a symlink planted in DIR (at .modelgate-tmp, a
+      partial or final file, a folder of a nested path, or the record);
+      fetch never writes through one, so nothing outside DIR was touched
 `;
 
 function usage(message: string): FetchError {

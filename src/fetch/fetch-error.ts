@@ -13,6 +13,7 @@ export type FetchFailureKind =
   | 'integrity'
   | 'unavailable'
   | 'local'
+  | 'unsafe_destination'
   | 'unexpected'
   | 'interrupted';
 
@@ -35,6 +36,7 @@ export type FetchClientCode =
   | 'FETCH_CHUNK_MISMATCH'
   | 'FETCH_SIZE_MISMATCH'
   | 'FETCH_LOCAL_IO'
+  | 'FETCH_UNSAFE_DESTINATION'
   | 'FETCH_INTERRUPTED';
 
 export type FetchErrorCode = FetchClientCode | ErrorCode;
@@ -83,6 +85,7 @@ const EXIT_BY_KIND: Record<Exclude<FetchFailureKind, 'interrupted'>, number> = {
   integrity: FETCH_EXIT.integrity,
   unavailable: FETCH_EXIT.unavailable,
   local: FETCH_EXIT.failure,
+  unsafe_destination: FETCH_EXIT.unsafeDestination,
   unexpected: FETCH_EXIT.failure,
 };
 

@@ -392,7 +392,7 @@ describe('fetchRelease against a small HTTP server', () => {
       const outside = await mkdtemp(join(work, 'outside-'));
       await symlink(outside, join(dest, 'config'));
       const error = await expectFailure(fetchRelease(options({ concurrency: 1 })));
-      assert.equal(error.code, 'FETCH_UNSAFE_PATH');
+      assert.equal(error.code, 'FETCH_UNSAFE_DESTINATION');
       assert.deepEqual(await readdir(outside), []);
     });
   });
