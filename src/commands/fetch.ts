@@ -5,7 +5,12 @@ import { exitCodeFor, FetchError, isFetchError } from '../fetch/fetch-error.ts';
 import { fetchRelease } from '../fetch/fetch-release.ts';
 import { isModelName, isReleaseRef } from '../fetch/manifest.ts';
 import { describeFailure, type FetchReporter, jsonReporter, ttyReporter } from '../fetch/progress.ts';
-import { chooseTokenSource, DEFAULT_TOKEN_FILE } from '../fetch/token-source.ts';
+import {
+  BREAK_GLASS_FILE_ENV,
+  chooseTokenSource,
+  DEFAULT_TOKEN_FILE,
+  readBreakGlassToken,
+} from '../fetch/token-source.ts';
 import type { Command } from './command.types.ts';
 
 export { FETCH_EXIT } from '../fetch/exit-codes.ts';
@@ -27,6 +32,11 @@ Options:
   --concurrency N      files downloaded at once (default 4, 1–64)
   --retries N          failed attempts in a row before giving up (default 5, 0–20)
   --ca FILE            PEM CA certificate trusted for an https proxy, beside the system roots
+  --break-glass-file FILE
+                       a break-glass token (modelgate break-glass), read once at start
+                       and sent in Modelgate-Break-Glass on every request; for an
+                       incident only (default: the file named by $${BREAK_GLASS_FILE_ENV}
+                       when set)
   -h, --help           this text
 
 Progress goes to stderr: a live line on a terminal, else one JSON line per
@@ -36,8 +46,10 @@ the release digest, model, version, environment and file digests.
 Exit codes:
   0   every file is in DIR and verified
   1   local failure (disk full, permission denied) or unexpected response
-  2   usage: bad flags, unreadable token or CA file, malformed reference
-  10  authentication or authorization refused (401, 403)
+  2   usage: bad flags, unreadable token, break-glass or CA file, malformed reference
+  10  authentication or authorization refused (401, 403), including a
+      refused break-glass token (MG_BREAK_GLASS_EXPIRED and the other
+      MG_BREAK_GLASS_* codes)
   11  model, release or file not found (404, 409)
   12  integrity failure: a digest or size did not match (retried once)
   13  proxy or source unavailable after retries (502, 503, 504, network)
@@ -103,6 +115,7 @@ async function runFetch(args: string[]): Promise<number> {
         concurrency: { type: 'string' },
         retries: { type: 'string' },
         ca: { type: 'string' },
+        'break-glass-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -151,6 +164,7 @@ async function runFetch(args: string[]): Promise<number> {
         });
       }
     }
+    const breakGlassToken = await readBreakGlassToken(str('break-glass-file'), process.env);
     reporter = stderr.isTTY ? ttyReporter(stderr) : jsonReporter(stderr);
     await fetchRelease({
       proxy,
@@ -163,6 +177,7 @@ async function runFetch(args: string[]): Promise<number> {
       reporter,
       signal: controller.signal,
       ...(ca === undefined ? {} : { ca }),
+      ...(breakGlassToken === undefined ? {} : { breakGlassToken }),
     });
     return FETCH_EXIT.ok;
   } catch (thrown) {

@@ -24,6 +24,7 @@ export type FetchFailureKind =
 export type FetchClientCode =
   | 'FETCH_USAGE'
   | 'FETCH_TOKEN_UNREADABLE'
+  | 'FETCH_BREAK_GLASS_UNREADABLE'
   | 'FETCH_CA_UNREADABLE'
   | 'FETCH_NETWORK'
   | 'FETCH_TRUNCATED'

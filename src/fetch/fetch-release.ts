@@ -27,6 +27,8 @@ export interface FetchOptions {
   tokens: TokenSource;
   /** PEM of an extra CA for an https proxy. */
   ca?: string;
+  /** Sent in `Modelgate-Break-Glass` on every request when set. */
+  breakGlassToken?: string;
   /** Files downloaded at once. */
   concurrency: number;
   /** Failed attempts in a row without progress, per request, before giving up. */
@@ -229,6 +231,7 @@ export async function fetchRelease(options: FetchOptions): Promise<FetchSummary>
     tokens: options.tokens,
     connections: options.concurrency + 1,
     ...(options.ca === undefined ? {} : { ca: options.ca }),
+    ...(options.breakGlassToken === undefined ? {} : { breakGlassToken: options.breakGlassToken }),
   });
   try {
     const { releaseDigest, manifest, signer } = await withRetries(
