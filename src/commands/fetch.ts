@@ -1,10 +1,17 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { measureKeptPartials } from '../fetch/dest-paths.ts';
 import { FETCH_EXIT } from '../fetch/exit-codes.ts';
 import { exitCodeFor, FetchError, isFetchError } from '../fetch/fetch-error.ts';
 import { fetchRelease } from '../fetch/fetch-release.ts';
 import { isModelName, isReleaseRef } from '../fetch/manifest.ts';
-import { describeFailure, type FetchReporter, jsonReporter, ttyReporter } from '../fetch/progress.ts';
+import {
+  describeFailure,
+  describeResume,
+  type FetchReporter,
+  jsonReporter,
+  ttyReporter,
+} from '../fetch/progress.ts';
 import {
   BREAK_GLASS_FILE_ENV,
   chooseTokenSource,
@@ -39,8 +46,11 @@ Options:
                        when set)
   -h, --help           this text
 
-Progress goes to stderr: a live line on a terminal, else one JSON line per
-finished file and a final summary line. DIR/.modelgate-release.json records
+Progress goes to stderr: a live line on a terminal (bytes, percent, ETA
+once the rate has settled, rate of this run, files; fields dropped to fit
+the terminal width), else one JSON line per finished file and a final
+summary line. After an interruption, or a failure that kept partial files,
+one more line says so: rerunning the same command resumes. DIR/.modelgate-release.json records
 the release digest, model, version, environment and file digests.
 
 Exit codes:
@@ -188,6 +198,10 @@ async function runFetch(args: string[]): Promise<number> {
         });
     const code = exitCodeFor(error, interruptedBy);
     stderr.write(describeFailure(error, code));
+    const dest = str('dest');
+    const kept = dest === undefined || dest === '' ? 0 : await measureKeptPartials(dest);
+    const resume = describeResume(error, kept, dest ?? '');
+    if (resume !== undefined) stderr.write(resume);
     return code;
   } finally {
     process.removeListener('SIGTERM', onSignal);

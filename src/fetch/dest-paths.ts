@@ -1,5 +1,5 @@
 import { constants, type Stats } from 'node:fs';
-import { type FileHandle, lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { type FileHandle, lstat, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { FetchError } from './fetch-error.ts';
 import { isSafeManifestPath, TEMP_DIR_NAME } from './manifest.ts';
@@ -189,5 +189,27 @@ export async function moveIntoPlace(dest: string, from: string, to: string): Pro
     await rename(from, to);
   } catch (error) {
     throw localIo(`cannot move ${from} to ${to}`, error);
+  }
+}
+
+/**
+ * Bytes held by partial files in DEST/.modelgate-tmp (0 when there is none,
+ * or when it is not a real folder): what a rerun would resume from. Never
+ * follows a symlink; any error counts as nothing kept.
+ */
+export async function measureKeptPartials(dest: string): Promise<number> {
+  const temp = join(dest, TEMP_DIR_NAME);
+  try {
+    if (!(await lstat(temp)).isDirectory()) return 0;
+    let bytes = 0;
+    // readdir lists a symlink as a symlink and does not descend into it.
+    for (const entry of await readdir(temp, { recursive: true, withFileTypes: true })) {
+      if (entry.isFile() && entry.name.endsWith('.partial')) {
+        bytes += (await lstat(join(entry.parentPath, entry.name))).size;
+      }
+    }
+    return bytes;
+  } catch {
+    return 0;
   }
 }

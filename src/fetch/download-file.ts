@@ -56,6 +56,8 @@ export interface DownloadContext {
   signal: AbortSignal;
   /** Verified-or-in-flight bytes moved forward (or back, after a rollback). */
   onProgress(delta: number): void;
+  /** Bytes received from the proxy (never resumed or already-present bytes): the rate is computed from these. */
+  onReceived(bytes: number): void;
   onRetry(event: RetryEvent): void;
 }
 
@@ -223,6 +225,7 @@ async function transferOnce(
       stats.transferred += piece.length;
       verifier.update(piece);
       ctx.onProgress(piece.length);
+      ctx.onReceived(piece.length);
       if (writer.push(piece)) await writer.flush();
     }
     await writer.flush();

@@ -259,6 +259,7 @@ export async function fetchRelease(options: FetchOptions): Promise<FetchSummary>
           retryBaseMs,
           signal: s,
           onProgress: (delta) => reporter.progress(delta),
+          onReceived: (bytes) => reporter.received(bytes),
           onRetry: (event) => reporter.retry(event),
         },
         item.file,
