@@ -284,6 +284,7 @@ export async function fetchRelease(options: FetchOptions): Promise<FetchSummary>
       fetchedAt: new Date().toISOString(),
     };
     await writeAtomically(dest, RELEASE_RECORD_NAME, `${JSON.stringify(record, null, 2)}\n`);
+    // rm unlinks a symlink rather than descending into it, so this cannot reach outside DEST.
     await rm(join(dest, TEMP_DIR_NAME), { recursive: true, force: true });
 
     const summary: FetchSummary = {
