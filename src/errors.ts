@@ -84,6 +84,11 @@ export const ERROR_CODES = {
     'unauthenticated',
     'The token `alg` is not in the issuer allow-list (`none` and HS* never are).',
   ),
+  MG_TOKEN_CRIT_UNSUPPORTED: code(
+    401,
+    'unauthenticated',
+    'The token header has a `crit` list: modelgate understands no JWS extension (RFC 7515 §4.1.11).',
+  ),
 
   // 403 — identity known, access refused
   MG_IDENTITY_UNMAPPED: code(

@@ -1,11 +1,23 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { measureKeptPartials } from '../fetch/dest-paths.ts';
 import { FETCH_EXIT } from '../fetch/exit-codes.ts';
 import { exitCodeFor, FetchError, isFetchError } from '../fetch/fetch-error.ts';
 import { fetchRelease } from '../fetch/fetch-release.ts';
 import { isModelName, isReleaseRef } from '../fetch/manifest.ts';
-import { describeFailure, type FetchReporter, jsonReporter, ttyReporter } from '../fetch/progress.ts';
-import { chooseTokenSource, DEFAULT_TOKEN_FILE } from '../fetch/token-source.ts';
+import {
+  describeFailure,
+  describeResume,
+  type FetchReporter,
+  jsonReporter,
+  ttyReporter,
+} from '../fetch/progress.ts';
+import {
+  BREAK_GLASS_FILE_ENV,
+  chooseTokenSource,
+  DEFAULT_TOKEN_FILE,
+  readBreakGlassToken,
+} from '../fetch/token-source.ts';
 import type { Command } from './command.types.ts';
 
 export { FETCH_EXIT } from '../fetch/exit-codes.ts';
@@ -27,20 +39,33 @@ Options:
   --concurrency N      files downloaded at once (default 4, 1–64)
   --retries N          failed attempts in a row before giving up (default 5, 0–20)
   --ca FILE            PEM CA certificate trusted for an https proxy, beside the system roots
+  --break-glass-file FILE
+                       a break-glass token (modelgate break-glass), read once at start
+                       and sent in Modelgate-Break-Glass on every request; for an
+                       incident only (default: the file named by $${BREAK_GLASS_FILE_ENV}
+                       when set)
   -h, --help           this text
 
-Progress goes to stderr: a live line on a terminal, else one JSON line per
-finished file and a final summary line. DIR/.modelgate-release.json records
+Progress goes to stderr: a live line on a terminal (bytes, percent, ETA
+once the rate has settled, rate of this run, files; fields dropped to fit
+the terminal width), else one JSON line per finished file and a final
+summary line. After an interruption, or a failure that kept partial files,
+one more line says so: rerunning the same command resumes. DIR/.modelgate-release.json records
 the release digest, model, version, environment and file digests.
 
 Exit codes:
   0   every file is in DIR and verified
   1   local failure (disk full, permission denied) or unexpected response
-  2   usage: bad flags, unreadable token or CA file, malformed reference
-  10  authentication or authorization refused (401, 403)
+  2   usage: bad flags, unreadable token, break-glass or CA file, malformed reference
+  10  authentication or authorization refused (401, 403), including a
+      refused break-glass token (MG_BREAK_GLASS_EXPIRED and the other
+      MG_BREAK_GLASS_* codes)
   11  model, release or file not found (404, 409)
   12  integrity failure: a digest or size did not match (retried once)
   13  proxy or source unavailable after retries (502, 503, 504, network)
+  14  unsafe destination: a symlink planted in DIR (at .modelgate-tmp, a
+      partial or final file, a folder of a nested path, or the record);
+      fetch never writes through one, so nothing outside DIR was touched
 `;
 
 function usage(message: string): FetchError {
@@ -100,6 +125,7 @@ async function runFetch(args: string[]): Promise<number> {
         concurrency: { type: 'string' },
         retries: { type: 'string' },
         ca: { type: 'string' },
+        'break-glass-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -148,6 +174,7 @@ async function runFetch(args: string[]): Promise<number> {
         });
       }
     }
+    const breakGlassToken = await readBreakGlassToken(str('break-glass-file'), process.env);
     reporter = stderr.isTTY ? ttyReporter(stderr) : jsonReporter(stderr);
     await fetchRelease({
       proxy,
@@ -160,6 +187,7 @@ async function runFetch(args: string[]): Promise<number> {
       reporter,
       signal: controller.signal,
       ...(ca === undefined ? {} : { ca }),
+      ...(breakGlassToken === undefined ? {} : { breakGlassToken }),
     });
     return FETCH_EXIT.ok;
   } catch (thrown) {
@@ -170,6 +198,10 @@ async function runFetch(args: string[]): Promise<number> {
         });
     const code = exitCodeFor(error, interruptedBy);
     stderr.write(describeFailure(error, code));
+    const dest = str('dest');
+    const kept = dest === undefined || dest === '' ? 0 : await measureKeptPartials(dest);
+    const resume = describeResume(error, kept, dest ?? '');
+    if (resume !== undefined) stderr.write(resume);
     return code;
   } finally {
     process.removeListener('SIGTERM', onSignal);

@@ -1,8 +1,8 @@
 import { constants, createReadStream } from 'node:fs';
-import { type FileHandle, lstat, open, rename, rm } from 'node:fs/promises';
+import { type FileHandle, open, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { prepareParent } from './dest-paths.ts';
+import { ensureFolder, moveIntoPlace, openPartial, refuseSymlink } from './dest-paths.ts';
 import { FetchError, isFetchError } from './fetch-error.ts';
 import { FileVerifier } from './file-verifier.ts';
 import type { FetchFile } from './manifest.ts';
@@ -56,6 +56,8 @@ export interface DownloadContext {
   signal: AbortSignal;
   /** Verified-or-in-flight bytes moved forward (or back, after a rollback). */
   onProgress(delta: number): void;
+  /** Bytes received from the proxy (never resumed or already-present bytes): the rate is computed from these. */
+  onReceived(bytes: number): void;
   onRetry(event: RetryEvent): void;
 }
 
@@ -71,16 +73,13 @@ function localError(what: string, error: unknown): FetchError {
   return new FetchError('local', 'FETCH_LOCAL_IO', `${what}${code ? ` (${code})` : ''}`, { cause: error });
 }
 
-/** True when `path` is a regular file (not a symlink) with the manifest's size and digest. */
+/**
+ * True when `path` is a regular file with the manifest's size and digest.
+ * A symlink there is refused (FETCH_UNSAFE_DESTINATION), not read.
+ */
 export async function hasVerifiedFile(path: string, file: FetchFile, signal: AbortSignal): Promise<boolean> {
-  let stats: Awaited<ReturnType<typeof lstat>>;
-  try {
-    stats = await lstat(path);
-  } catch (error) {
-    if ((error as { code?: string }).code === 'ENOENT') return false;
-    throw localError(`cannot inspect ${path}`, error);
-  }
-  if (!stats.isFile() || stats.size !== file.size) return false;
+  const stats = await refuseSymlink(path);
+  if (stats === undefined || !stats.isFile() || stats.size !== file.size) return false;
   const verifier = new FileVerifier(file);
   try {
     if (file.size === 0) verifier.update(Buffer.alloc(0));
@@ -226,6 +225,7 @@ async function transferOnce(
       stats.transferred += piece.length;
       verifier.update(piece);
       ctx.onProgress(piece.length);
+      ctx.onReceived(piece.length);
       if (writer.push(piece)) await writer.flush();
     }
     await writer.flush();
@@ -255,19 +255,15 @@ async function transferOnce(
 export async function downloadFile(ctx: DownloadContext, file: FetchFile, final: string, partial: string) {
   const started = performance.now();
   const seconds = () => Math.round(performance.now() - started) / 1000;
+  // The final name's folders are checked (and created) first: a symlinked
+  // folder must not even be read through as an "already present" file.
+  await ensureFolder(ctx.dest, dirname(final));
   if (await hasVerifiedFile(final, file, ctx.signal)) {
     ctx.onProgress(file.size);
     return result('present', 0, 0);
   }
 
-  await prepareParent(ctx.dest, partial, file.path);
-  let handle: FileHandle;
-  try {
-    // O_RDWR without O_APPEND: bytes are written at explicit positions.
-    handle = await open(partial, constants.O_RDWR | constants.O_CREAT, 0o644);
-  } catch (error) {
-    throw localError(`cannot open ${partial}`, error);
-  }
+  const handle = await openPartial(ctx.dest, partial);
   const verifier = new FileVerifier(file);
   const stats: TransferStats = { transferred: 0, resumedFrom: 0 };
   try {
@@ -343,12 +339,7 @@ export async function downloadFile(ctx: DownloadContext, file: FetchFile, final:
   }
   await handle.close().catch(() => {});
 
-  await prepareParent(ctx.dest, final, file.path);
-  try {
-    await rename(partial, final);
-  } catch (error) {
-    throw localError(`cannot move ${partial} to ${final}`, error);
-  }
+  await moveIntoPlace(ctx.dest, partial, final);
   await syncFolder(dirname(final));
   return result('downloaded', stats.resumedFrom, stats.transferred);
 
@@ -369,7 +360,7 @@ export async function downloadFile(ctx: DownloadContext, file: FetchFile, final:
 export async function syncFolder(folder: string): Promise<void> {
   let handle: FileHandle | undefined;
   try {
-    handle = await open(folder, constants.O_RDONLY);
+    handle = await open(folder, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
     await handle.sync();
   } catch {
     // Best effort: the file itself was fsynced before the rename.

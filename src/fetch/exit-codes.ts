@@ -19,6 +19,12 @@ export const FETCH_EXIT = {
   integrity: 12,
   /** The proxy or its source is unavailable (502 source errors, 503, 504, connection failures) after retries. */
   unavailable: 13,
+  /**
+   * Something planted in DEST would redirect a write out of it: a symlink at
+   * `.modelgate-tmp`, a partial or final file, a folder of a nested path, or
+   * the release record. Never retried; nothing outside DEST was written.
+   */
+  unsafeDestination: 14,
 } as const;
 
 export type FetchExitCode = (typeof FETCH_EXIT)[keyof typeof FETCH_EXIT];

@@ -13,6 +13,7 @@ export type FetchFailureKind =
   | 'integrity'
   | 'unavailable'
   | 'local'
+  | 'unsafe_destination'
   | 'unexpected'
   | 'interrupted';
 
@@ -23,6 +24,7 @@ export type FetchFailureKind =
 export type FetchClientCode =
   | 'FETCH_USAGE'
   | 'FETCH_TOKEN_UNREADABLE'
+  | 'FETCH_BREAK_GLASS_UNREADABLE'
   | 'FETCH_CA_UNREADABLE'
   | 'FETCH_NETWORK'
   | 'FETCH_TRUNCATED'
@@ -35,6 +37,7 @@ export type FetchClientCode =
   | 'FETCH_CHUNK_MISMATCH'
   | 'FETCH_SIZE_MISMATCH'
   | 'FETCH_LOCAL_IO'
+  | 'FETCH_UNSAFE_DESTINATION'
   | 'FETCH_INTERRUPTED';
 
 export type FetchErrorCode = FetchClientCode | ErrorCode;
@@ -83,6 +86,7 @@ const EXIT_BY_KIND: Record<Exclude<FetchFailureKind, 'interrupted'>, number> = {
   integrity: FETCH_EXIT.integrity,
   unavailable: FETCH_EXIT.unavailable,
   local: FETCH_EXIT.failure,
+  unsafe_destination: FETCH_EXIT.unsafeDestination,
   unexpected: FETCH_EXIT.failure,
 };
 
@@ -92,7 +96,7 @@ export function exitCodeFor(error: FetchError, signal?: NodeJS.Signals): number 
   return EXIT_BY_KIND[error.kind];
 }
 
-/** Integrity codes the proxy answers before headers (SPEC §2: 502 when bytes did not verify). */
+/** Integrity codes the proxy answers before headers (502 when bytes did not verify). */
 const PROXY_INTEGRITY_CODES = new Set<string>([
   'MG_DIGEST_MISMATCH',
   'MG_SIZE_MISMATCH',

@@ -1,8 +1,7 @@
-import { constants } from 'node:fs';
-import { mkdir, open, readFile, realpath, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile, realpath, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { placeFile } from './dest-paths.ts';
+import { createNewFile, moveIntoPlace, placeFile, refuseSymlink } from './dest-paths.ts';
 import { backoffDelay, downloadFile, type FileResult, syncFolder } from './download-file.ts';
 import { FetchError, isFetchError } from './fetch-error.ts';
 import {
@@ -28,6 +27,8 @@ export interface FetchOptions {
   tokens: TokenSource;
   /** PEM of an extra CA for an https proxy. */
   ca?: string;
+  /** Sent in `Modelgate-Break-Glass` on every request when set. */
+  breakGlassToken?: string;
   /** Files downloaded at once. */
   concurrency: number;
   /** Failed attempts in a row without progress, per request, before giving up. */
@@ -149,6 +150,8 @@ async function prepareDest(dest: string): Promise<string> {
  */
 async function dropStaleRecord(dest: string, releaseDigest: string): Promise<void> {
   const path = join(dest, RELEASE_RECORD_NAME);
+  // A record that is a symlink is refused before anything is downloaded.
+  if ((await refuseSymlink(path)) === undefined) return;
   try {
     const record = JSON.parse(await readFile(path, 'utf8')) as Partial<ReleaseRecord>;
     if (record.releaseDigest === releaseDigest) return;
@@ -162,19 +165,16 @@ async function dropStaleRecord(dest: string, releaseDigest: string): Promise<voi
 async function writeAtomically(dest: string, name: string, text: string): Promise<void> {
   const temporary = join(dest, TEMP_DIR_NAME, `${name}.partial`);
   const final = join(dest, name);
+  const handle = await createNewFile(dest, temporary);
   try {
-    await mkdir(join(dest, TEMP_DIR_NAME), { recursive: true });
-    const handle = await open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
-    try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, final);
+    await handle.writeFile(text);
+    await handle.sync();
   } catch (error) {
-    throw new FetchError('local', 'FETCH_LOCAL_IO', `cannot write ${final}`, { cause: error });
+    throw new FetchError('local', 'FETCH_LOCAL_IO', `cannot write ${temporary}`, { cause: error });
+  } finally {
+    await handle.close().catch(() => {});
   }
+  await moveIntoPlace(dest, temporary, final);
   await syncFolder(dest);
 }
 
@@ -231,6 +231,7 @@ export async function fetchRelease(options: FetchOptions): Promise<FetchSummary>
     tokens: options.tokens,
     connections: options.concurrency + 1,
     ...(options.ca === undefined ? {} : { ca: options.ca }),
+    ...(options.breakGlassToken === undefined ? {} : { breakGlassToken: options.breakGlassToken }),
   });
   try {
     const { releaseDigest, manifest, signer } = await withRetries(
@@ -258,6 +259,7 @@ export async function fetchRelease(options: FetchOptions): Promise<FetchSummary>
           retryBaseMs,
           signal: s,
           onProgress: (delta) => reporter.progress(delta),
+          onReceived: (bytes) => reporter.received(bytes),
           onRetry: (event) => reporter.retry(event),
         },
         item.file,
@@ -282,6 +284,7 @@ export async function fetchRelease(options: FetchOptions): Promise<FetchSummary>
       fetchedAt: new Date().toISOString(),
     };
     await writeAtomically(dest, RELEASE_RECORD_NAME, `${JSON.stringify(record, null, 2)}\n`);
+    // rm unlinks a symlink rather than descending into it, so this cannot reach outside DEST.
     await rm(join(dest, TEMP_DIR_NAME), { recursive: true, force: true });
 
     const summary: FetchSummary = {

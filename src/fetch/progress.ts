@@ -1,5 +1,7 @@
+import { join } from 'node:path';
 import type { FileResult, RetryEvent } from './download-file.ts';
 import type { FetchError } from './fetch-error.ts';
+import { TEMP_DIR_NAME } from './manifest.ts';
 
 export interface ReleaseInfo {
   model: string;
@@ -22,8 +24,10 @@ export interface FetchSummary extends ReleaseInfo {
 /** What `fetchRelease` tells about its progress. */
 export interface FetchReporter {
   release(info: ReleaseInfo): void;
-  /** Bytes moved forward (or back, after a rollback to a verified checkpoint). */
+  /** Bytes moved forward (or back, after a rollback to a verified checkpoint), resumed bytes included. */
   progress(delta: number): void;
+  /** Bytes received from the proxy in this run (what the rate is computed from). */
+  received(bytes: number): void;
   retry(event: RetryEvent): void;
   file(result: FileResult): void;
   done(summary: FetchSummary): void;
@@ -38,6 +42,7 @@ export interface ReporterOutput {
 export const silentReporter: FetchReporter = {
   release() {},
   progress() {},
+  received() {},
   retry() {},
   file() {},
   done() {},
@@ -56,6 +61,7 @@ export function jsonReporter(out: ReporterOutput): FetchReporter {
       line({ event: 'release', ...info });
     },
     progress() {},
+    received() {},
     retry(event) {
       line({ event: 'retry', ...event });
     },
@@ -114,40 +120,148 @@ function formatDuration(seconds: number): string {
 const REDRAW_MS = 250;
 /** The rate is measured over this window, so the ETA follows the current speed, not the average. */
 const RATE_WINDOW_MS = 5000;
+/**
+ * No rate (and so no ETA) before the first network byte is this old and
+ * this many bytes arrived: the first instants of a transfer (connection set
+ * up, the proxy verifying the first chunk before it sends it) say nothing
+ * about its speed, and an ETA computed from them read "thousands of hours".
+ */
+const SETTLE_MS = 2000;
+const SETTLE_BYTES = 256 * 1024;
 
-/** A live status line (bytes, rate, ETA) redrawn in place, with one line per finished file above it. */
+/**
+ * The receive rate of this run: only bytes that came over the network count.
+ * Bytes of files already present, or of verified partial files resumed from
+ * an earlier run, arrive in an instant and would inflate the rate.
+ */
+export class RateMeter {
+  readonly #now: () => number;
+  readonly #samples: Array<{ at: number; bytes: number }> = [];
+  #received = 0;
+  #firstByteAt: number | undefined;
+
+  constructor(now: () => number) {
+    this.#now = now;
+  }
+
+  /** Records bytes received from the proxy (negative or zero counts are ignored). */
+  add(bytes: number): void {
+    if (bytes <= 0) return;
+    if (this.#firstByteAt === undefined) this.#firstByteAt = this.#now();
+    this.#received += bytes;
+  }
+
+  /** Bytes per second over the last window, or undefined while the rate has not settled. */
+  sample(): number | undefined {
+    const at = this.#now();
+    this.#samples.push({ at, bytes: this.#received });
+    // Keep one sample at or before the window start, so the window stays full.
+    while (this.#samples.length > 2 && at - (this.#samples[1]?.at ?? at) >= RATE_WINDOW_MS) {
+      this.#samples.shift();
+    }
+    const first = this.#samples[0];
+    if (first === undefined || this.#firstByteAt === undefined) return undefined;
+    if (at - this.#firstByteAt < SETTLE_MS || this.#received < SETTLE_BYTES) return undefined;
+    const span = at - first.at;
+    return span > 0 ? ((this.#received - first.bytes) * 1000) / span : undefined;
+  }
+}
+
+/** What one frame of the live line shows. */
+export interface ProgressFrame {
+  /** `model@version`. */
+  name: string;
+  /** Verified (or in-flight) bytes, resumed and present files included; never decreasing. */
+  done: number;
+  total: number;
+  filesDone: number;
+  files: number;
+  /** Bytes per second received in this run; undefined until it settled. */
+  rate: number | undefined;
+}
+
+/**
+ * Renders the live line within `width` columns. Fields are dropped, least
+ * important first (name, then rate, ETA, percent), until the line fits; the
+ * byte count with its unit and the file count go last. A line wider than the
+ * terminal would wrap, and `\r` would then redraw only its last row.
+ */
+export function renderProgressLine(frame: ProgressFrame, width: number | undefined): string {
+  const percent = frame.total === 0 ? 100 : Math.floor((frame.done / frame.total) * 100);
+  const left = Math.max(0, frame.total - frame.done);
+  const rate = frame.rate !== undefined && frame.rate > 0 ? frame.rate : undefined;
+  // [text, rank]: a higher rank is dropped first.
+  const fields: Array<[string, number]> = [
+    [frame.name, 5],
+    [`${formatBytes(frame.done)} / ${formatBytes(frame.total)}`, 0],
+    [`${percent}%`, 2],
+    ...(rate === undefined ? [] : ([[`${formatBytes(Math.round(rate))}/s`, 4]] as Array<[string, number]>)),
+    ...(rate === undefined || left === 0
+      ? []
+      : ([[`ETA ${formatDuration(left / rate)}`, 3]] as Array<[string, number]>)),
+    [`[${frame.filesDone}/${frame.files} files]`, 1],
+  ];
+  const join = (list: Array<[string, number]>) => list.map(([text]) => text).join('  ');
+  let kept = fields;
+  while (width !== undefined && join(kept).length > width && kept.length > 2) {
+    const worst = Math.max(...kept.map(([, rank]) => rank));
+    kept = kept.filter(([, rank]) => rank !== worst);
+  }
+  const line = join(kept);
+  return width === undefined ? line : line.slice(0, width);
+}
+
+/** The time source and redraw timer of the live line (tests drive both by hand). */
+export interface RedrawClock {
+  /** Milliseconds, monotonic. */
+  now(): number;
+  /** Calls `tick` every `ms` until the returned function is called. */
+  every(ms: number, tick: () => void): () => void;
+}
+
+const systemRedrawClock: RedrawClock = {
+  now: () => performance.now(),
+  every(ms, tick) {
+    const timer = setInterval(tick, ms);
+    // The live line never keeps the process alive by itself.
+    timer.unref();
+    return () => clearInterval(timer);
+  },
+};
+
+/**
+ * A live status line (bytes, percent, ETA, rate, files) redrawn in place,
+ * with one line per finished file above it. `out.columns` is read at every
+ * redraw, so a resized terminal is followed.
+ */
 export function ttyReporter(
   out: ReporterOutput & { columns?: number },
-  now: () => number = () => performance.now(),
+  clock: RedrawClock = systemRedrawClock,
 ): FetchReporter {
+  const { now } = clock;
   let info: ReleaseInfo | undefined;
   let lineOpen = false;
   let done = 0;
+  /** The largest byte count drawn so far: a rollback to a verified checkpoint never moves the line back. */
+  let shown = 0;
   let filesDone = 0;
-  const samples: Array<{ at: number; bytes: number }> = [];
-  let timer: NodeJS.Timeout | undefined;
-
-  function rate(): number {
-    const at = now();
-    samples.push({ at, bytes: done });
-    while (samples.length > 2 && at - samples[0]!.at > RATE_WINDOW_MS) samples.shift();
-    const first = samples[0]!;
-    const elapsed = (at - first.at) / 1000;
-    return elapsed > 0 ? Math.max(0, (done - first.bytes) / elapsed) : 0;
-  }
+  const meter = new RateMeter(now);
+  let stopRedraws: (() => void) | undefined;
 
   function draw(): void {
     if (info === undefined) return;
-    const perSecond = rate();
-    const left = Math.max(0, info.bytes - done);
-    const percent = info.bytes === 0 ? 100 : Math.floor((done / info.bytes) * 100);
-    const eta = perSecond > 0 ? formatDuration(left / perSecond) : '--';
-    const line =
-      `${info.model}@${info.version}  ${formatBytes(done)} / ${formatBytes(info.bytes)}  ${percent}%  ` +
-      `${formatBytes(Math.round(perSecond))}/s  ETA ${eta}  [${filesDone}/${info.files} files]`;
-    // A line wider than the terminal wraps, and `\r` would then redraw only its last row.
-    const width = out.columns !== undefined && out.columns > 1 ? out.columns - 1 : line.length;
-    out.write(`\r\x1b[K${line.slice(0, width)}`);
+    shown = Math.min(info.bytes, Math.max(shown, done));
+    const frame: ProgressFrame = {
+      name: `${info.model}@${info.version}`,
+      done: shown,
+      total: info.bytes,
+      filesDone,
+      files: info.files,
+      rate: meter.sample(),
+    };
+    // The last column stays free: writing into it wraps on some terminals.
+    const width = out.columns !== undefined && out.columns > 1 ? out.columns - 1 : undefined;
+    out.write(`\r\x1b[K${renderProgressLine(frame, width)}`);
     lineOpen = true;
   }
 
@@ -160,12 +274,14 @@ export function ttyReporter(
     release(release) {
       info = release;
       out.write(`fetching ${release.model}@${release.version} (${release.releaseDigest})\n`);
-      timer = setInterval(draw, REDRAW_MS);
-      timer.unref();
+      stopRedraws = clock.every(REDRAW_MS, draw);
       draw();
     },
     progress(delta) {
       done += delta;
+    },
+    received(bytes) {
+      meter.add(bytes);
     },
     retry(event) {
       const where = event.path ?? 'manifest';
@@ -180,7 +296,8 @@ export function ttyReporter(
       );
     },
     done(summary) {
-      if (timer !== undefined) clearInterval(timer);
+      stopRedraws?.();
+      stopRedraws = undefined;
       draw();
       lineOpen = false;
       out.write(
@@ -189,8 +306,8 @@ export function ttyReporter(
       );
     },
     close() {
-      if (timer !== undefined) clearInterval(timer);
-      timer = undefined;
+      stopRedraws?.();
+      stopRedraws = undefined;
       // Leave the live line in place and start a fresh one for whatever is printed next.
       if (lineOpen) out.write('\n');
       lineOpen = false;
@@ -202,4 +319,23 @@ export function ttyReporter(
 export function describeFailure(error: FetchError, exitCode: number): string {
   const status = error.status === undefined ? '' : `, HTTP ${error.status}`;
   return `modelgate fetch: failed (exit ${exitCode}, ${error.code}${status}): ${error.message}\n`;
+}
+
+/**
+ * The line printed after an interruption, or after a failure that left
+ * verified partial files: a rerun of the same command resumes (files already
+ * in DEST are re-hashed, not downloaded; partial files keep their verified
+ * chunks). Undefined when a rerun would not help by itself.
+ */
+export function describeResume(error: FetchError, keptBytes: number, dest: string): string | undefined {
+  const kept =
+    keptBytes > 0
+      ? `partial files (${formatBytes(keptBytes)}) are kept in ${join(dest, TEMP_DIR_NAME)}; `
+      : '';
+  if (error.kind === 'interrupted') {
+    return `modelgate fetch: interrupted; ${kept}rerun the same command to resume.\n`;
+  }
+  // A usage error or a planted symlink must be fixed first; an integrity failure deletes its partial file.
+  if (keptBytes === 0 || error.kind === 'usage' || error.kind === 'unsafe_destination') return undefined;
+  return `modelgate fetch: ${kept}rerun the same command to resume from them.\n`;
 }

@@ -23,6 +23,8 @@ export interface ProxyClientOptions {
   ca?: string;
   /** Sockets kept to the proxy: one per concurrent file, plus one for the manifest. */
   connections: number;
+  /** A break-glass token sent in `Modelgate-Break-Glass` on every request (docs/break-glass.md). */
+  breakGlassToken?: string;
 }
 
 export interface ManifestResponse {
@@ -154,6 +156,9 @@ export function createProxyClient(options: ProxyClientOptions): ProxyClient {
     },
   });
 
+  const breakGlass: Record<string, string> =
+    options.breakGlassToken === undefined ? {} : { 'modelgate-break-glass': options.breakGlassToken };
+
   async function send(url: URL, headers: Record<string, string>, signal: AbortSignal) {
     const token = await options.tokens.read();
     try {
@@ -161,7 +166,12 @@ export function createProxyClient(options: ProxyClientOptions): ProxyClient {
         dispatcher: agent,
         method: 'GET',
         signal,
-        headers: { 'user-agent': USER_AGENT, authorization: `Bearer ${token}`, ...headers },
+        headers: {
+          'user-agent': USER_AGENT,
+          authorization: `Bearer ${token}`,
+          ...breakGlass,
+          ...headers,
+        },
       });
     } catch (error) {
       throw networkError(error, signal, `cannot reach ${url.origin}`);

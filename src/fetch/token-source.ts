@@ -43,12 +43,16 @@ export function staticTokenSource(token: string, description: string): TokenSour
   return { description, read: async () => checked };
 }
 
-function checkToken(token: string, where: string): string {
-  if (token === '') throw new FetchError('usage', 'FETCH_TOKEN_UNREADABLE', `${where} is empty`);
+function checkToken(
+  token: string,
+  where: string,
+  code: 'FETCH_TOKEN_UNREADABLE' | 'FETCH_BREAK_GLASS_UNREADABLE' = 'FETCH_TOKEN_UNREADABLE',
+): string {
+  if (token === '') throw new FetchError('usage', code, `${where} is empty`);
   if (Buffer.byteLength(token) > MAX_TOKEN_BYTES || /[\s\0]/.test(token)) {
     throw new FetchError(
       'usage',
-      'FETCH_TOKEN_UNREADABLE',
+      code,
       `${where} does not hold one token (whitespace inside, or longer than 16 KiB)`,
     );
   }
@@ -66,4 +70,32 @@ export function chooseTokenSource(tokenFile: string | undefined, env: NodeJS.Pro
     return staticTokenSource(fromEnv, 'environment variable MODELGATE_TOKEN');
   }
   return fileTokenSource(DEFAULT_TOKEN_FILE);
+}
+
+/** The environment variable naming a break-glass token file, for init containers that cannot add flags. */
+export const BREAK_GLASS_FILE_ENV = 'MODELGATE_BREAK_GLASS_FILE';
+
+/**
+ * The break-glass token to send in `Modelgate-Break-Glass`, read once at
+ * start from `--break-glass-file`, else from the file named by
+ * MODELGATE_BREAK_GLASS_FILE; undefined when neither is given. Read once:
+ * unlike a projected token it is minted by hand for one incident and does
+ * not rotate. A missing, empty or malformed file is a usage error — a fetch
+ * that was asked to break glass must not quietly run without it.
+ */
+export async function readBreakGlassToken(
+  flag: string | undefined,
+  env: NodeJS.ProcessEnv,
+): Promise<string | undefined> {
+  const fromEnv = env[BREAK_GLASS_FILE_ENV];
+  const file = flag ?? (fromEnv === undefined || fromEnv === '' ? undefined : fromEnv);
+  if (file === undefined) return undefined;
+  const where = `break-glass token file ${file}`;
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new FetchError('usage', 'FETCH_BREAK_GLASS_UNREADABLE', `cannot read ${where}`, { cause: error });
+  }
+  return checkToken(text.trim(), where, 'FETCH_BREAK_GLASS_UNREADABLE');
 }

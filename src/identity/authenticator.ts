@@ -125,6 +125,13 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
     if (typeof alg !== 'string' || alg === '') {
       throw tokenError('MG_TOKEN_MALFORMED', 'expected an alg header, got none');
     }
+    // RFC 7515 §4.1.11: a recipient that does not understand every listed
+    // extension must refuse the JWS. We understand none, so any `crit` is
+    // refused here, by its own code: jose would refuse it too, but with
+    // ERR_JOSE_NOT_SUPPORTED, the code it also uses for unsupported algorithms.
+    if ('crit' in header) {
+      throw tokenError('MG_TOKEN_CRIT_UNSUPPORTED', 'expected no crit header, got a critical extension');
+    }
     // `none` and HMAC are never accepted: with public keys, HS256 "signed" with
     // the issuer's public key bytes is the classic key-confusion attack.
     if (alg.toLowerCase() === 'none' || alg.toUpperCase().startsWith('HS')) {

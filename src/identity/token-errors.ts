@@ -28,6 +28,9 @@ export function fromJoseError(error: unknown): ModelgateError {
       return fromClaimError(error as errors.JWTClaimValidationFailed);
     case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
       return tokenError('MG_TOKEN_SIGNATURE_INVALID', 'expected a valid signature, got a mismatch', error);
+    // jose also answers ERR_JOSE_NOT_SUPPORTED for an unrecognised `crit`
+    // extension; the authenticator refuses any `crit` before jose runs
+    // (MG_TOKEN_CRIT_UNSUPPORTED), so here it means an unsupported alg or key.
     case 'ERR_JOSE_ALG_NOT_ALLOWED':
     case 'ERR_JOSE_NOT_SUPPORTED':
       return tokenError('MG_TOKEN_ALGORITHM_NOT_ALLOWED', 'expected an allowed alg, got another', error);

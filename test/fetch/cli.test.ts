@@ -146,6 +146,22 @@ describe('modelgate fetch (command line)', () => {
       assert.match(run.stderr, /FETCH_INTERRUPTED/);
       assert.equal((await stat(partial)).size, MiB);
       assert.ok(!(await readdir(dest)).includes('.modelgate-release.json'));
+      // Regression: an interrupted fetch did not say that a rerun resumes.
+      const resumeLines = run.stderr.split('\n').filter((line) => line.includes('rerun the same command'));
+      assert.equal(resumeLines.length, 1, run.stderr);
+      assert.match(
+        resumeLines[0] ?? '',
+        /interrupted; partial files \(1\.0 MiB\) are kept in .*\.modelgate-tmp/,
+      );
+    });
+  });
+
+  describe('when the proxy stays unavailable after part of a file verified', () => {
+    it('exits 13 and says that rerunning the same command resumes from the partial file', async () => {
+      proxy.queue('weights/model.bin', { cutAfterBytes: MiB + 1000 }, ...Array(5).fill({ status: 503 }));
+      const run = await runCli(args('--concurrency', '1', '--retries', '1'));
+      assert.equal(run.code, FETCH_EXIT.unavailable, run.stderr);
+      assert.match(run.stderr, /partial files \(1\.0 MiB\) are kept in .*; rerun the same command to resume/);
     });
   });
 

@@ -112,7 +112,13 @@ function sendError(res: ServerResponse, status: number, code: string, headers: R
 /** Starts the fake proxy on 127.0.0.1, port 0. */
 export async function startFakeProxy(
   release: FakeRelease,
-  options: { token?: string; manifestBytes?: Buffer; anyRef?: boolean } = {},
+  options: {
+    token?: string;
+    manifestBytes?: Buffer;
+    anyRef?: boolean;
+    /** Send file bodies at about this rate (64 KiB pieces on a timer), so a transfer lasts a while. */
+    bytesPerSecond?: number;
+  } = {},
 ): Promise<FakeProxy> {
   const manifestBytes = options.manifestBytes ?? fakeManifest(release);
   const releaseDigest = `sha256:${sha256(manifestBytes)}`;
@@ -230,6 +236,7 @@ export async function startFakeProxy(
         res.write(body.subarray(0, fault.cutAfterBytes), () => res.socket?.destroy());
         return;
       }
+      if (options.bytesPerSecond !== undefined) return pace(res, body, options.bytesPerSecond);
       res.end(body);
     });
   }
@@ -244,6 +251,23 @@ export async function startFakeProxy(
       server.close(() => resolve());
     });
   return proxy;
+}
+
+/** Writes `body` in 64 KiB pieces spaced to `bytesPerSecond`; stops when the client goes away. */
+function pace(res: ServerResponse, body: Buffer, bytesPerSecond: number): void {
+  const piece = 64 * 1024;
+  const gapMs = (piece / bytesPerSecond) * 1000;
+  let offset = 0;
+  const next = () => {
+    if (res.destroyed) return;
+    const end = Math.min(body.length, offset + piece);
+    const last = end === body.length;
+    const part = body.subarray(offset, end);
+    offset = end;
+    if (last) res.end(part);
+    else res.write(part, () => setTimeout(next, gapMs));
+  };
+  next();
 }
 
 /** Deterministic bytes, distinct in every chunk (shared with the proxy tests). */

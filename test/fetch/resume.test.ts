@@ -28,15 +28,21 @@ const whole = release.files[1]!;
 function collector() {
   const files: FileResult[] = [];
   const retries: RetryEvent[] = [];
+  const counts = { progress: 0, received: 0 };
   const reporter: FetchReporter = {
     release() {},
-    progress() {},
+    progress(delta) {
+      counts.progress += delta;
+    },
+    received(bytes) {
+      counts.received += bytes;
+    },
     retry: (event) => retries.push(event),
     file: (result) => files.push(result),
     done() {},
     close() {},
   };
-  return { files, retries, reporter };
+  return { files, retries, reporter, counts };
 }
 
 async function expectFailure(promise: Promise<unknown>): Promise<FetchError> {
@@ -197,6 +203,17 @@ describe('fetchRelease against a small HTTP server', () => {
       );
       assert.equal(events.files.find((f) => f.path === big.path)?.resumedFrom, 3 * MiB);
       await assert.rejects(stat(join(dest, '.modelgate-tmp')), { code: 'ENOENT' });
+    });
+
+    // Regression: resumed bytes were counted like received ones, so the rate (and ETA) of a resumed fetch was inflated.
+    it('reports the resumed bytes as progress but only the missing bytes as received', async () => {
+      const partial = join(dest, '.modelgate-tmp', `${big.path}.partial`);
+      await mkdir(join(dest, '.modelgate-tmp'), { recursive: true });
+      await writeFile(partial, big.bytes.subarray(0, 3 * MiB + 777));
+      await fetchRelease(options());
+      const total = release.files.reduce((sum, f) => sum + f.bytes.length, 0);
+      assert.equal(events.counts.progress, total);
+      assert.equal(events.counts.received, total - 3 * MiB);
     });
 
     it('keeps only the chunks before the first one that does not verify', async () => {
@@ -392,7 +409,7 @@ describe('fetchRelease against a small HTTP server', () => {
       const outside = await mkdtemp(join(work, 'outside-'));
       await symlink(outside, join(dest, 'config'));
       const error = await expectFailure(fetchRelease(options({ concurrency: 1 })));
-      assert.equal(error.code, 'FETCH_UNSAFE_PATH');
+      assert.equal(error.code, 'FETCH_UNSAFE_DESTINATION');
       assert.deepEqual(await readdir(outside), []);
     });
   });

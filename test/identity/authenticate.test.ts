@@ -197,6 +197,50 @@ describe('authenticate over HTTP', () => {
     });
   });
 
+  describe('when the token header lists a critical extension', () => {
+    // Regression: a token with an unknown `crit` extension was refused as MG_TOKEN_ALGORITHM_NOT_ALLOWED.
+    it('answers 401 MG_TOKEN_CRIT_UNSUPPORTED for a well-signed token with crit ["x-unknown"]', async () => {
+      const now = Math.floor(clock() / 1000);
+      const token = await new SignJWT({
+        sub: K8S_SUBJECT,
+        aud: ['modelgate'],
+        'kubernetes.io': { namespace: 'fraud' },
+      })
+        .setProtectedHeader({
+          alg: 'RS256',
+          kid: rsa.kid,
+          typ: 'JWT',
+          crit: ['x-unknown'],
+          'x-unknown': true,
+        })
+        .setIssuer(jwks.issuer)
+        .setIssuedAt(now)
+        .setExpirationTime(now + 600)
+        // The signer must declare the extension it puts in crit (jose checks it when signing too).
+        .sign(rsa.privateKey, { crit: { 'x-unknown': true } });
+      // Signed by the issuer's real key under its kid: only the extension makes it unacceptable.
+      const header = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString('utf8'));
+      assert.deepEqual(header.crit, ['x-unknown']);
+      await expectRejected(token, 401, 'MG_TOKEN_CRIT_UNSUPPORTED');
+    });
+
+    it('still accepts the same token without crit (the key and claims are good)', async () => {
+      const now = Math.floor(clock() / 1000);
+      const token = await new SignJWT({
+        sub: K8S_SUBJECT,
+        aud: ['modelgate'],
+        'kubernetes.io': { namespace: 'fraud' },
+      })
+        .setProtectedHeader({ alg: 'RS256', kid: rsa.kid, typ: 'JWT', 'x-unknown': true })
+        .setIssuer(jwks.issuer)
+        .setIssuedAt(now)
+        .setExpirationTime(now + 600)
+        .sign(rsa.privateKey);
+      const { status } = await probe.call(token);
+      assert.equal(status, 200);
+    });
+  });
+
   describe('when the issuer or audience is wrong', () => {
     it('answers 401 MG_TOKEN_ISSUER_UNKNOWN for an unconfigured iss', async () =>
       expectRejected(await k8s({ iss: 'https://evil.example.com' }), 401, 'MG_TOKEN_ISSUER_UNKNOWN'));
