@@ -336,6 +336,7 @@ export function parseRetryAfter(value: string | null | undefined, now = Date.now
   if (value === undefined || value === null) return undefined;
   const text = value.trim();
   if (/^\d{1,9}$/.test(text)) return Number(text) * 1000;
-  const at = Date.parse(text);
+  // An HTTP date names a day and month; without letters, Date.parse would read `-5` as a year.
+  const at = /[A-Za-z]/.test(text) ? Date.parse(text) : Number.NaN;
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }

@@ -315,6 +315,30 @@ describe('when a source store throttles or fails transiently', () => {
     });
   });
 
+  describe('and S3 answers 412 Precondition Failed to a pinned chunk (the object changed)', () => {
+    it('never retries it, nor asks the mirror, and fails the download', async () => {
+      const file = await release(h, ['s3', 'gcs']);
+      s3Proxy.addFault({
+        range: chunkRange(2),
+        urlIncludes: file.version,
+        from: 1,
+        to: 1000,
+        status: 412,
+        headers: { 'content-type': 'application/xml' },
+        body: '<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code></Error>',
+      });
+      const before = await retries(h, 's3');
+
+      const res = await file.get();
+
+      assert.ok(res.status === 502 || !res.complete, 'the download failed (502, or a body cut short)');
+      assert.ok(res.body.length < SIZE);
+      assert.equal(gets(s3Proxy, file.version, chunkRange(2)).length, 1, 'one S3 GET for the chunk');
+      assert.equal(gets(gcsProxy, file.version, chunkRange(2)).length, 0, 'the mirror was not asked');
+      assert.equal((await retries(h, 's3')) - before, 0);
+    });
+  });
+
   describe('and the first source does not hold the object (404)', () => {
     it('does not retry it and moves on to the mirror at once', async () => {
       const file = await release(h, ['s3', 'gcs'], { upload: ['gcs'] });
