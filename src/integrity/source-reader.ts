@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ManifestFile } from '../catalog/release.types.ts';
 import type { TransferConfig } from '../config/config.types.ts';
 import { isModelgateError, ModelgateError } from '../errors.ts';
+import { transientTransport } from '../stores/cloud-http.ts';
 import {
   type ByteRange,
   type ReadResult,
@@ -260,7 +261,9 @@ async function readOnce(
     }
     // A stream that ended early although the object is long enough is a broken connection, not a short object.
     if (range.start + received < Math.min(range.end, result.size)) {
-      throw new ModelgateError('MG_SOURCE_FAILED', `source stream ended after ${received} bytes`);
+      throw new ModelgateError('MG_SOURCE_FAILED', `source stream ended after ${received} bytes`, {
+        details: { transient: { reason: 'connection' } },
+      });
     }
     session.metrics.sourceRequests.inc({ store: store.kind, outcome: 'ok' });
   } catch (error) {
@@ -270,8 +273,10 @@ async function readOnce(
       : error;
     if (received > 0 && !isModelgateError(cause, 'MG_SOURCE_CHANGED')) throw new MidStreamError(cause);
     if (cause instanceof ModelgateError || signal.aborted) throw cause;
+    // A body that broke before its first byte (a reset right after the headers) is worth asking again.
     throw new ModelgateError('MG_SOURCE_FAILED', `source ${location} failed: ${String(error)}`, {
       cause: error,
+      details: { transient: transientTransport(error) },
     });
   } finally {
     guard.done();

@@ -39,8 +39,10 @@ export interface HttpFault {
   status?: number;
   headers?: Record<string, string>;
   body?: string;
-  /** …or reset the connection before any byte of an answer. */
+  /** …or reset the connection before any byte of an answer… */
   reset?: boolean;
+  /** …or forward the request and the origin's headers, then reset before the first body byte. */
+  resetAfterHeaders?: boolean;
 }
 
 export interface RecordedRequest {
@@ -49,7 +51,7 @@ export interface RecordedRequest {
   /** As the client sent them (before any stripping). */
   readonly headers: IncomingHttpHeaders;
   /** `origin` when forwarded, else the fault's status (or `reset`). */
-  readonly answeredBy: 'origin' | number | 'reset';
+  readonly answeredBy: 'origin' | number | 'reset' | 'reset-after-headers';
   /** `performance.now()` when the request arrived. */
   readonly at: number;
 }
@@ -99,7 +101,7 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     return chosen;
   }
 
-  function forward(req: IncomingMessage, res: ServerResponse) {
+  function forward(req: IncomingMessage, res: ServerResponse, resetAfterHeaders = false) {
     const headers = { ...req.headers };
     for (const name of strip) delete headers[name];
     let path = req.url ?? '/';
@@ -111,6 +113,13 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       { host: '127.0.0.1', port: options.port, method: req.method, path, headers, agent },
       (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.rawHeaders);
+        if (resetAfterHeaders) {
+          res.flushHeaders();
+          answer.destroy();
+          // Let the headers leave before the reset.
+          setImmediate(() => req.socket.resetAndDestroy());
+          return;
+        }
         answer.pipe(res);
         answer.once('error', () => res.destroy());
       },
@@ -124,7 +133,14 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
 
   const server = createServer((req, res) => {
     const fault = faultFor(req);
-    const answeredBy = fault === undefined ? 'origin' : fault.reset ? 'reset' : (fault.status ?? 503);
+    const answeredBy =
+      fault === undefined
+        ? 'origin'
+        : fault.reset
+          ? 'reset'
+          : fault.resetAfterHeaders
+            ? 'reset-after-headers'
+            : (fault.status ?? 503);
     recorded.push({
       method: req.method ?? '',
       url: req.url ?? '',
@@ -132,8 +148,8 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       answeredBy,
       at: performance.now(),
     });
-    if (fault === undefined) {
-      forward(req, res);
+    if (fault === undefined || fault.resetAfterHeaders) {
+      forward(req, res, fault?.resetAfterHeaders);
       return;
     }
     // Drain the request first: answering before it was read would look like a broken origin.

@@ -290,6 +290,25 @@ describe('when a source store throttles or fails transiently', () => {
     });
   });
 
+  describe('and S3 resets the connection right after the headers of a chunk, before any body byte', () => {
+    it('retries on the same location and delivers the whole verified file', async () => {
+      const file = await release(h, ['s3', 'gcs']);
+      s3Proxy.addFault({ range: chunkRange(1), urlIncludes: file.version, from: 1, resetAfterHeaders: true });
+      const before = await retries(h, 's3', 'connection');
+
+      const res = await file.get();
+
+      assert.equal(res.status, 200);
+      assert.ok(res.body.equals(file.bytes), 'the client received other bytes than the file');
+      assert.deepEqual(
+        gets(s3Proxy, file.version, chunkRange(1)).map((r) => r.answeredBy),
+        ['reset-after-headers', 'origin'],
+      );
+      assert.equal(gets(gcsProxy, file.version).length, 0, 'the mirror was not asked');
+      assert.equal((await retries(h, 's3', 'connection')) - before, 1);
+    });
+  });
+
   describe('and S3 keeps answering 503 to a chunk past its retries', () => {
     it('fails over to the GCS mirror for that chunk after 1 + retries attempts', async () => {
       const file = await release(h, ['s3', 'gcs']);
