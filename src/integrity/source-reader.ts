@@ -160,8 +160,10 @@ export async function readFromSources(
   let allNotFound = true;
   // When the piece started failing; bytes arriving restart the clock (a long whole-file read is not failing).
   let failingSince: number | undefined;
+  // Read once: concurrent pieces move `preferred`, and re-reading it mid-loop would skip mirrors.
+  const first = session.preferred;
   for (let step = 0; step < sources.length; step++) {
-    const index = (session.preferred + step) % sources.length;
+    const index = (first + step) % sources.length;
     const location = sources[index] as string;
     const store = session.stores.forLocation(location);
     if (!store) {

@@ -39,9 +39,9 @@ const AZURE_CONTAINER = 'models';
 const SIZE = 4 * MiB + 12_345;
 
 /** The `Range` modelgate sends for chunk `index` of a SIZE-byte file (the last asks one byte more). */
-function chunkRange(index: number): string {
+function chunkRange(index: number, size = SIZE): string {
   const start = index * MiB;
-  const end = Math.min(start + MiB, SIZE) + (start + MiB >= SIZE ? 1 : 0);
+  const end = Math.min(start + MiB, size) + (start + MiB >= size ? 1 : 0);
   return `bytes=${start}-${end - 1}`;
 }
 
@@ -124,9 +124,13 @@ describe('when a source store throttles or fails transiently', () => {
    * named (S3, GCS, Azure), publishes it in `harness` with `sources` in that
    * order, and returns what a test needs.
    */
-  async function release(harness: Harness, order: Source[], options: { upload?: Source[] } = {}) {
+  async function release(
+    harness: Harness,
+    order: Source[],
+    options: { upload?: Source[]; size?: number } = {},
+  ) {
     const version = `v${seed}-${Date.now()}`;
-    const bytes = randomBytesSeeded(SIZE, seed++);
+    const bytes = randomBytesSeeded(options.size ?? SIZE, seed++);
     const key = `${MODEL}/${version}/model.bin`;
     const locations: Record<Source, string> = {
       s3: `s3://${S3_BUCKET}/${key}`,
@@ -355,6 +359,65 @@ describe('when a source store throttles or fails transiently', () => {
       assert.equal(gets(s3Proxy, file.version, chunkRange(2)).length, 1, 'one S3 GET for the chunk');
       assert.equal(gets(gcsProxy, file.version, chunkRange(2)).length, 0, 'the mirror was not asked');
       assert.equal((await retries(h, 's3')) - before, 0);
+    });
+  });
+
+  describe('and another chunk moves the preferred mirror while a chunk retries the first source', () => {
+    it('still tries every mirror once for that chunk', async () => {
+      // What broke: a read recomputed its next mirror from the session's preferred index, which a
+      // concurrent chunk had moved to Azure, so it tried S3 twice, GCS once and never Azure.
+      const size = MiB + 4321;
+      const file = await release(h, ['s3', 'gcs', 'azure'], { size });
+      const notFound = { status: 404, body: '' };
+      // Chunk 0: not in S3 nor GCS, served by Azure, which becomes the preferred mirror.
+      s3Proxy.addFault({
+        range: chunkRange(0, size),
+        urlIncludes: file.version,
+        from: 1,
+        to: 9,
+        ...notFound,
+      });
+      gcsProxy.addFault({
+        range: chunkRange(0, size),
+        urlIncludes: file.version,
+        from: 1,
+        to: 9,
+        ...notFound,
+      });
+      // Chunk 1: throttled on S3 for a second (long enough for chunk 0 to finish), missing on GCS.
+      s3Proxy.addFault({
+        range: chunkRange(1, size),
+        urlIncludes: file.version,
+        from: 1,
+        ...s3SlowDown({ retryAfter: '1' }),
+      });
+      s3Proxy.addFault({
+        range: chunkRange(1, size),
+        urlIncludes: file.version,
+        from: 2,
+        to: 9,
+        ...s3SlowDown(),
+      });
+      gcsProxy.addFault({
+        range: chunkRange(1, size),
+        urlIncludes: file.version,
+        from: 1,
+        to: 9,
+        ...notFound,
+      });
+
+      const res = await file.get();
+
+      assert.equal(res.status, 200);
+      assert.equal(res.complete, true);
+      assert.ok(res.body.equals(file.bytes), 'the client received other bytes than the file');
+      assert.equal(
+        gets(s3Proxy, file.version, chunkRange(1, size)).length,
+        4,
+        'S3: one attempt and 3 retries',
+      );
+      assert.equal(gets(gcsProxy, file.version, chunkRange(1, size)).length, 1, 'GCS: one attempt (404)');
+      assert.equal(gets(azureProxy, file.version, chunkRange(1, size)).length, 1, 'Azure served chunk 1');
     });
   });
 
