@@ -41,8 +41,10 @@ export interface HttpFault {
   body?: string;
   /** …or reset the connection before any byte of an answer… */
   reset?: boolean;
-  /** …or forward the request and the origin's headers, then reset before the first body byte. */
+  /** …or forward the request and the origin's headers, then reset before the first body byte… */
   resetAfterHeaders?: boolean;
+  /** …or forward the origin's answer but end the connection after this many body bytes. */
+  cutBodyAfterBytes?: number;
 }
 
 export interface RecordedRequest {
@@ -51,7 +53,7 @@ export interface RecordedRequest {
   /** As the client sent them (before any stripping). */
   readonly headers: IncomingHttpHeaders;
   /** `origin` when forwarded, else the fault's status (or `reset`). */
-  readonly answeredBy: 'origin' | number | 'reset' | 'reset-after-headers';
+  readonly answeredBy: 'origin' | number | 'reset' | 'reset-after-headers' | 'cut';
   /** `performance.now()` when the request arrived. */
   readonly at: number;
 }
@@ -101,7 +103,7 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     return chosen;
   }
 
-  function forward(req: IncomingMessage, res: ServerResponse, resetAfterHeaders = false) {
+  function forward(req: IncomingMessage, res: ServerResponse, fault?: HttpFault) {
     const headers = { ...req.headers };
     for (const name of strip) delete headers[name];
     let path = req.url ?? '/';
@@ -113,11 +115,15 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       { host: '127.0.0.1', port: options.port, method: req.method, path, headers, agent },
       (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.rawHeaders);
-        if (resetAfterHeaders) {
+        if (fault?.resetAfterHeaders) {
           res.flushHeaders();
           answer.destroy();
           // Let the headers leave before the reset.
           setImmediate(() => req.socket.resetAndDestroy());
+          return;
+        }
+        if (fault?.cutBodyAfterBytes !== undefined) {
+          cutBody(answer, res, fault.cutBodyAfterBytes);
           return;
         }
         answer.pipe(res);
@@ -131,6 +137,21 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     req.pipe(upstream);
   }
 
+  /** Relays `limit` body bytes, then ends the socket: a clean FIN mid-body, every relayed byte delivered. */
+  function cutBody(answer: IncomingMessage, res: ServerResponse, limit: number) {
+    let sent = 0;
+    answer.on('data', (chunk: Buffer) => {
+      if (sent >= limit) return;
+      const piece = chunk.subarray(0, limit - sent);
+      sent += piece.length;
+      res.write(piece);
+      if (sent >= limit) {
+        answer.destroy();
+        res.socket?.end();
+      }
+    });
+  }
+
   const server = createServer((req, res) => {
     const fault = faultFor(req);
     const answeredBy =
@@ -140,7 +161,9 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
           ? 'reset'
           : fault.resetAfterHeaders
             ? 'reset-after-headers'
-            : (fault.status ?? 503);
+            : fault.cutBodyAfterBytes !== undefined
+              ? 'cut'
+              : (fault.status ?? 503);
     recorded.push({
       method: req.method ?? '',
       url: req.url ?? '',
@@ -148,8 +171,8 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       answeredBy,
       at: performance.now(),
     });
-    if (fault === undefined || fault.resetAfterHeaders) {
-      forward(req, res, fault?.resetAfterHeaders);
+    if (fault === undefined || fault.resetAfterHeaders || fault.cutBodyAfterBytes !== undefined) {
+      forward(req, res, fault);
       return;
     }
     // Drain the request first: answering before it was read would look like a broken origin.

@@ -127,7 +127,7 @@ describe('when a source store throttles or fails transiently', () => {
   async function release(
     harness: Harness,
     order: Source[],
-    options: { upload?: Source[]; size?: number } = {},
+    options: { upload?: Source[]; size?: number; chunkSize?: number | null } = {},
   ) {
     const version = `v${seed}-${Date.now()}`;
     const bytes = randomBytesSeeded(options.size ?? SIZE, seed++);
@@ -145,7 +145,14 @@ describe('when a source store throttles or fails transiently', () => {
     const { digest } = await harness.addRelease({
       model: MODEL,
       version,
-      files: [{ path: 'model.bin', bytes, chunkSize: MiB, sources: order.map((s) => locations[s]) }],
+      files: [
+        {
+          path: 'model.bin',
+          bytes,
+          chunkSize: options.chunkSize === undefined ? MiB : options.chunkSize,
+          sources: order.map((s) => locations[s]),
+        },
+      ],
     });
     const path = `/v1/models/${MODEL}/releases/${digest}/files/model.bin`;
     return {
@@ -272,6 +279,43 @@ describe('when a source store throttles or fails transiently', () => {
       );
       assert.equal(gets(s3Proxy, file.version).length, 0, 'the mirror was not asked');
       assert.equal((await retries(h, 'azure', 'throttled')) - before, 1);
+    });
+  });
+
+  describe('and S3 cuts a whole-file-mode body, then throttles the resume twice', () => {
+    it('resumes from the byte after the last one hashed and delivers the whole verified file', async () => {
+      const file = await release(h, ['s3', 'gcs'], { chunkSize: null });
+      const cutAt = MiB + 4321;
+      s3Proxy.addFault({
+        range: `bytes=0-${SIZE}`,
+        urlIncludes: file.version,
+        from: 1,
+        cutBodyAfterBytes: cutAt,
+      });
+      const resume = `bytes=${cutAt}-${SIZE}`;
+      s3Proxy.addFault({ range: resume, urlIncludes: file.version, from: 1, to: 2, ...s3SlowDown() });
+      const before = {
+        connection: await retries(h, 's3', 'connection'),
+        throttled: await retries(h, 's3', 'throttled'),
+      };
+
+      const res = await file.get();
+
+      assert.equal(res.status, 200);
+      assert.equal(res.complete, true);
+      assert.ok(res.body.equals(file.bytes), 'the client received other bytes than the file');
+      assert.deepEqual(
+        gets(s3Proxy, file.version).map((r) => [rangeOf(r.headers), r.answeredBy]),
+        [
+          [`bytes=0-${SIZE}`, 'cut'],
+          [resume, 503],
+          [resume, 503],
+          [resume, 'origin'],
+        ],
+      );
+      assert.equal(gets(gcsProxy, file.version).length, 0, 'the mirror was not asked');
+      assert.equal((await retries(h, 's3', 'connection')) - before.connection, 1);
+      assert.equal((await retries(h, 's3', 'throttled')) - before.throttled, 2);
     });
   });
 
