@@ -38,10 +38,19 @@ export interface TransferConfig {
   maxBufferedBytes: number;
   /** Hash on worker threads (true) or on the event loop (false). */
   hashWorkers: boolean | number;
-  /** Retries of one piece after a broken or stalled source connection, before failing. */
+  /**
+   * Retries of one piece (a chunk, or the rest of a whole file) on the same
+   * source location after a transient failure — throttling (429, 503,
+   * `SlowDown`…), a 500/502/504, a connection reset or refused, a stream that
+   * broke or stalled — before failing over to the next mirror.
+   */
   retries: number;
-  /** First backoff in milliseconds; doubles on each retry. */
+  /** Backoff ceiling of the first retry in milliseconds; doubles on each retry (full jitter: a random wait below it). */
   retryBackoffMs: number;
+  /** Longest single backoff in milliseconds, `Retry-After` included. */
+  retryBackoffMaxMs: number;
+  /** Seconds one piece may spend failing (answers and backoff) before it stops retrying and only fails over. */
+  retryBudgetSeconds: number;
 }
 
 export interface StoreTimeouts {

@@ -76,6 +76,8 @@ export const configSchema = {
         },
         retries: { type: 'integer', minimum: 0, maximum: 20, default: 3 },
         retryBackoffMs: { type: 'integer', minimum: 0, default: 200 },
+        retryBackoffMaxMs: { type: 'integer', minimum: 0, default: 5000 },
+        retryBudgetSeconds: seconds(30),
       },
     },
     stores: {

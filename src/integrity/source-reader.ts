@@ -2,7 +2,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ManifestFile } from '../catalog/release.types.ts';
 import type { TransferConfig } from '../config/config.types.ts';
 import { isModelgateError, ModelgateError } from '../errors.ts';
-import type { ByteRange, ReadResult, Store, StoreKind } from '../stores/store.ts';
+import { transientTransport } from '../stores/cloud-http.ts';
+import {
+  type ByteRange,
+  type ReadResult,
+  type Store,
+  type StoreKind,
+  type TransientReason,
+  transientOf,
+} from '../stores/store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 
@@ -95,14 +103,46 @@ export interface PieceSink {
   resumeOffset(): number;
 }
 
+/** Why a piece is read again from the same location (the `reason` of `modelgate_source_retries_total`). */
+export type RetryReason = TransientReason | 'timeout';
+
+/**
+ * Whether a failed attempt is worth sending again to the same location: a
+ * stream that broke or stalled after bytes arrived (`connection`, `timeout`),
+ * or an answer the store judged transient (throttling, 500/502/504, a
+ * connection reset or refused before the first byte). Anything else — 404,
+ * 403, a broken pin, a timeout before the first byte — moves on.
+ */
+function retryableOf(error: unknown): { reason: RetryReason; retryAfterMs?: number } | undefined {
+  if (error instanceof MidStreamError) {
+    return { reason: isModelgateError(error.cause, 'MG_SOURCE_TIMEOUT') ? 'timeout' : 'connection' };
+  }
+  return transientOf(error);
+}
+
+/**
+ * The wait before retry number `retry` (0-based): full jitter — a random
+ * wait below `retryBackoffMs × 2^retry` — raised to the source's
+ * `Retry-After`, and capped at `retryBackoffMaxMs`.
+ */
+export function retryDelayMs(transfer: TransferConfig, retry: number, retryAfterMs?: number): number {
+  const ceiling = Math.min(transfer.retryBackoffMaxMs, transfer.retryBackoffMs * 2 ** retry);
+  const jittered = Math.random() * ceiling;
+  return Math.min(transfer.retryBackoffMaxMs, Math.max(jittered, retryAfterMs ?? 0));
+}
+
 /**
  * Reads `[range.start, range.end)` of the file from its sources into `sink`,
- * with mirror failover and resume:
- * - an error before any byte of this read arrived (connect error, 5xx, 404,
- *   timeout) moves on to the next source location;
- * - a stream that breaks or stalls after bytes arrived is retried on the same
+ * with retries, mirror failover and resume:
+ * - a transient failure — throttling (429, 503, `SlowDown`, `ServerBusy`…),
+ *   a 500/502/504, a connection reset or refused before the first byte, or a
+ *   stream that breaks or stalls after bytes arrived — is retried on the same
  *   location, pinned to the version first seen, from `sink.resumeOffset()`,
- *   with exponential backoff, at most `transfer.retries` times;
+ *   after a jittered exponential backoff that honours `Retry-After`, at most
+ *   `transfer.retries` times per location and while the piece has been
+ *   failing for less than `transfer.retryBudgetSeconds`;
+ * - any other failure (404, 403, a timeout before the first byte), or one
+ *   whose retries are spent, moves on to the next source location;
  * - a broken pin (`MG_SOURCE_CHANGED`) is an integrity failure: never retried.
  * Returns the store kind that delivered the bytes. Bytes beyond `range.end`
  * are not read: the caller asks for one byte more than the file's size on the
@@ -114,12 +154,17 @@ export async function readFromSources(
   sink: PieceSink,
   signal: AbortSignal,
 ): Promise<StoreKind> {
-  const sources = session.file.sources;
+  const { sources } = session.file;
+  const { transfer } = session;
   let lastError: unknown;
   let allNotFound = true;
+  // When the piece started failing; bytes arriving restart the clock (a long whole-file read is not failing).
+  let failingSince: number | undefined;
+  // Read once: concurrent pieces move `preferred`, and re-reading it mid-loop would skip mirrors.
+  const first = session.preferred;
   for (let step = 0; step < sources.length; step++) {
-    const index = (session.preferred + step) % sources.length;
-    const location = sources[index]!;
+    const index = (first + step) % sources.length;
+    const location = sources[index] as string;
     const store = session.stores.forLocation(location);
     if (!store) {
       lastError = new ModelgateError(
@@ -129,9 +174,7 @@ export async function readFromSources(
       allNotFound = false;
       continue;
     }
-    let retriesLeft = session.transfer.retries;
-    let backoff = session.transfer.retryBackoffMs;
-    for (;;) {
+    for (let retry = 0; ; retry++) {
       signal.throwIfAborted();
       try {
         await readOnce(
@@ -151,6 +194,15 @@ export async function readFromSources(
         if (isModelgateError(cause, 'MG_SOURCE_CHANGED')) throw cause;
         lastError = cause;
         if (!isModelgateError(cause, 'MG_SOURCE_NOT_FOUND')) allNotFound = false;
+        const now = performance.now();
+        failingSince = error instanceof MidStreamError ? now : (failingSince ?? now);
+        const retryable = retry < transfer.retries ? retryableOf(error) : undefined;
+        const delay =
+          retryable === undefined ? undefined : retryDelayMs(transfer, retry, retryable.retryAfterMs);
+        const retrying =
+          retryable !== undefined &&
+          delay !== undefined &&
+          now + delay - failingSince <= transfer.retryBudgetSeconds * 1000;
         session.logger.warn(
           {
             event: 'source_error',
@@ -158,16 +210,15 @@ export async function readFromSources(
             store: store.kind,
             code: (cause as ModelgateError).code,
             err: String(cause),
+            ...(retrying
+              ? { retry: retry + 1, retryReason: retryable.reason, retryInMs: Math.round(delay) }
+              : {}),
           },
-          'source read failed',
+          retrying ? 'source read failed, retrying' : 'source read failed',
         );
-        if (error instanceof MidStreamError && retriesLeft > 0) {
-          retriesLeft--;
-          await sleep(backoff, undefined, { signal });
-          backoff *= 2;
-          continue;
-        }
-        break;
+        if (!retrying) break;
+        session.metrics.sourceRetries.inc({ store: store.kind, reason: retryable.reason });
+        await sleep(delay, undefined, { signal });
       }
     }
   }
@@ -212,7 +263,9 @@ async function readOnce(
     }
     // A stream that ended early although the object is long enough is a broken connection, not a short object.
     if (range.start + received < Math.min(range.end, result.size)) {
-      throw new ModelgateError('MG_SOURCE_FAILED', `source stream ended after ${received} bytes`);
+      throw new ModelgateError('MG_SOURCE_FAILED', `source stream ended after ${received} bytes`, {
+        details: { transient: { reason: 'connection' } },
+      });
     }
     session.metrics.sourceRequests.inc({ store: store.kind, outcome: 'ok' });
   } catch (error) {
@@ -222,8 +275,10 @@ async function readOnce(
       : error;
     if (received > 0 && !isModelgateError(cause, 'MG_SOURCE_CHANGED')) throw new MidStreamError(cause);
     if (cause instanceof ModelgateError || signal.aborted) throw cause;
+    // A body that broke before its first byte (a reset right after the headers) is worth asking again.
     throw new ModelgateError('MG_SOURCE_FAILED', `source ${location} failed: ${String(error)}`, {
       cause: error,
+      details: { transient: transientTransport(error) },
     });
   } finally {
     guard.done();

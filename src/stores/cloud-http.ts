@@ -4,7 +4,7 @@ import { Socket } from 'node:net';
 import { addAbortSignal, type Duplex, Readable } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { ModelgateError } from '../errors.ts';
-import type { ByteRange, ReadResult } from './store.ts';
+import type { ByteRange, ReadResult, Transient, TransientReason } from './store.ts';
 
 /*
  * What the cloud stores (S3, GCS, Azure) share: their HTTP agents and how to
@@ -252,4 +252,91 @@ export async function disambiguatePinFailure(
   } catch (live) {
     return live instanceof ModelgateError && live.code === 'MG_SOURCE_NOT_FOUND' ? live : error;
   }
+}
+
+/**
+ * Error codes that mean "slow down" whatever the status: S3 (`SlowDown`…),
+ * Azure (`ServerBusy`), GCS JSON API reasons (`rateLimitExceeded`, which GCS
+ * may send with 403).
+ */
+const THROTTLING_CODES = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'RequestLimitExceeded',
+  'RequestThrottled',
+  'TooManyRequests',
+  'TooManyRequestsException',
+  'BandwidthLimitExceeded',
+  'ServerBusy',
+  'rateLimitExceeded',
+  'userRateLimitExceeded',
+]);
+
+/** Error codes of a server-side failure worth asking again (S3, Azure, GCS). */
+const SERVER_ERROR_CODES = new Set([
+  'InternalError',
+  'InternalServerError',
+  'ServiceUnavailable',
+  'OperationTimedOut',
+  'backendError',
+  'internalError',
+]);
+
+/** Connection failures before any byte of the answer: the request can be sent again as is. */
+const CONNECTION_ERRNOS = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'EAI_AGAIN',
+]);
+
+/**
+ * Whether an error answer is transient: 429 and 503 (and throttling codes)
+ * are `throttled`; 500, 502 and 504 (and server-error codes) are
+ * `server_error`; anything else (403, 404, 412, 416…) is final.
+ */
+export function transientAnswer(
+  status: number | undefined,
+  code: string | undefined,
+  retryAfter: string | null | undefined,
+  now = Date.now(),
+): Transient | undefined {
+  let reason: TransientReason | undefined;
+  if (status === 429 || status === 503 || (code !== undefined && THROTTLING_CODES.has(code))) {
+    reason = 'throttled';
+  } else if (
+    status === 500 ||
+    status === 502 ||
+    status === 504 ||
+    (code !== undefined && SERVER_ERROR_CODES.has(code))
+  ) {
+    reason = 'server_error';
+  }
+  if (reason === undefined) return undefined;
+  const retryAfterMs = parseRetryAfter(retryAfter, now);
+  return retryAfterMs === undefined ? { reason } : { reason, retryAfterMs };
+}
+
+/** A connection reset, refused or unreachable (in `error` or its causes) is transient: `connection`. */
+export function transientTransport(error: unknown): Transient | undefined {
+  for (let current = error, depth = 0; current instanceof Error && depth < 8; depth++) {
+    const code = (current as NodeJS.ErrnoException).code;
+    if (code !== undefined && CONNECTION_ERRNOS.has(code)) return { reason: 'connection' };
+    current = current.cause;
+  }
+  return undefined;
+}
+
+/** `Retry-After` as delay-seconds or an HTTP date, in milliseconds from `now`; undefined when absent or malformed. */
+export function parseRetryAfter(value: string | null | undefined, now = Date.now()): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  const text = value.trim();
+  if (/^\d{1,9}$/.test(text)) return Number(text) * 1000;
+  // An HTTP date names a day and month; without letters, Date.parse would read `-5` as a year.
+  const at = /[A-Za-z]/.test(text) ? Date.parse(text) : Number.NaN;
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }

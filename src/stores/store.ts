@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { StoreTimeouts } from '../config/config.types.ts';
+import { isModelgateError } from '../errors.ts';
 
 /**
  * The contract every object store implements (file, s3, gcs, azure). The
@@ -16,6 +17,9 @@ import type { StoreTimeouts } from '../config/config.types.ts';
  * - MG_SOURCE_CHANGED — the version pin no longer matches (412 / ETag or generation changed).
  * - MG_SOURCE_TIMEOUT — connect timed out.
  * - MG_SOURCE_FAILED — anything else (5xx, access denied, connection refused, malformed location).
+ *   When asking again may succeed (throttling, a 500/502/504, a connection
+ *   reset or refused before any byte), the error carries a `Transient` as
+ *   `details.transient` (see `transientFailure`); the engine retries only those.
  */
 export type StoreKind = 'file' | 's3' | 'gcs' | 'azure';
 
@@ -87,4 +91,20 @@ export function storeKindOf(location: string): StoreKind | undefined {
   if (location.startsWith('gs://')) return 'gcs';
   if (location.startsWith('az://')) return 'azure';
   return undefined;
+}
+
+/** Why a failed request may succeed when sent again (a fixed set: metric label values). */
+export type TransientReason = 'throttled' | 'server_error' | 'connection';
+
+/** A store's verdict that a failure is transient, with the wait the source asked for. */
+export interface Transient {
+  reason: TransientReason;
+  /** From `Retry-After` (seconds or an HTTP date), in milliseconds, when the answer had one. */
+  retryAfterMs?: number;
+}
+
+/** The transient verdict a store put on an MG_SOURCE_FAILED error, if any. */
+export function transientOf(error: unknown): Transient | undefined {
+  if (!isModelgateError(error, 'MG_SOURCE_FAILED')) return undefined;
+  return error.details.transient as Transient | undefined;
 }

@@ -23,6 +23,7 @@ export interface Metrics {
   readonly retrievals: Counter<'environment' | 'ref' | 'verified'>;
   readonly breakGlassRequests: Counter<'incident' | 'service_account'>;
   readonly sourceRequests: Counter<'store' | 'outcome'>;
+  readonly sourceRetries: Counter<'store' | 'reason'>;
   readonly inflightRequests: Gauge;
   readonly catalogReleases: Gauge<'environment'>;
   readonly catalogRejected: Counter<'reason'>;
@@ -139,6 +140,12 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       name: 'modelgate_source_requests_total',
       help: 'Reads sent to a source store, by outcome.',
       labelNames: ['store', 'outcome'],
+      registers,
+    }),
+    sourceRetries: new Counter({
+      name: 'modelgate_source_retries_total',
+      help: 'Source reads sent again to the same location after a transient failure, by reason (throttled, server_error, connection, timeout).',
+      labelNames: ['store', 'reason'],
       registers,
     }),
     inflightRequests: new Gauge({

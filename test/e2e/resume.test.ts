@@ -37,7 +37,7 @@ describe('resuming a source read through modelgate', () => {
   let gcsProxy: FaultProxy;
   /** Fast retries (20 ms backoff). */
   let h: Harness;
-  /** Slow retries (400 ms backoff): room to overwrite an object between a cut and its retry. */
+  /** Slower retries (400 ms backoff ceiling, jittered); the overwrite tests also hold the retry connection. */
   let slow: Harness;
 
   before(async () => {
@@ -136,6 +136,15 @@ describe('resuming a source read through modelgate', () => {
       if (i === cut) ranges.push(range);
     }
     return ranges;
+  }
+
+  /** A promise the test settles when it chose to (`open`). */
+  function gate() {
+    let open = () => {};
+    const promise = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    return { promise, open: () => open() };
   }
 
   async function waitFor(what: string, predicate: () => boolean, timeoutMs = 5000) {
@@ -285,10 +294,14 @@ describe('resuming a source read through modelgate', () => {
         const { key, path } = await publish(slow, 's3', 'changed-s3-chunk', bytes, MiB);
         await expectIntegrityFailure('s3', async () => {
           const opened = await faultNextConnection('s3', { cutAfterBytes: MiB / 2 });
+          // Retry waits are jittered (possibly ~0 ms): the retry's connection is held until the overwrite.
+          const overwrite = gate();
+          s3Proxy.queue({ hold: overwrite.promise });
           const response = slow.request(path);
           await waitFor('the cut', () => opened()[0]?.faulted === true);
           // Same size, different bytes: only the version pin can tell.
           await s3.putObject(S3_BUCKET, key, randomBytesSeeded(bytes.length, 99));
+          overwrite.open();
           const res = await response;
           assert.equal(res.status, 502);
           const body = (await res.json()) as { error: { code: string } };
@@ -305,9 +318,12 @@ describe('resuming a source read through modelgate', () => {
         const generation = gcs.getObject(GCS_BUCKET, key)!.generation;
         await expectIntegrityFailure('gcs', async () => {
           const opened = await faultNextConnection('gcs', { cutAfterBytes: MiB });
+          const overwrite = gate();
+          gcsProxy.queue({ hold: overwrite.promise });
           const response = get(slow, path);
           await waitFor('the cut', () => opened()[0]?.faulted === true);
           gcs.putObject(GCS_BUCKET, key, randomBytesSeeded(bytes.length, 98));
+          overwrite.open();
           const res = await response;
           assert.equal(res.status, 200, 'the headers went out before the cut');
           assert.equal(res.complete, false);

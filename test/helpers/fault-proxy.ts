@@ -23,6 +23,11 @@ export interface FaultPlan {
   stallAfterBytes?: number;
   /** Reset the connection as soon as it is accepted. */
   refuse?: boolean;
+  /**
+   * Accept the connection but forward nothing (either way) until this settles:
+   * a test can let a retry through only after it changed the origin.
+   */
+  hold?: Promise<unknown>;
 }
 
 export interface ProxiedConnection {
@@ -87,6 +92,22 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       client.resetAndDestroy();
       return;
     }
+    if (plan.hold !== undefined) {
+      sockets.add(client);
+      // A client that gives up while held must not crash the proxy with an unhandled 'error'.
+      client.on('error', () => client.destroy());
+      const proceed = () => {
+        if (!client.destroyed) relay(client, connection);
+      };
+      plan.hold.then(proceed, proceed);
+      return;
+    }
+    relay(client, connection);
+  });
+
+  /** Relays one accepted connection to the upstream under its plan. */
+  function relay(client: Socket, connection: ProxiedConnection) {
+    const { plan } = connection;
     const upstream = connect({ host: upstreamHost, port: options.port });
     sockets.add(client);
     sockets.add(upstream);
@@ -144,7 +165,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     upstream.on('end', () => {
       if (!connection.faulted) client.end();
     });
-  });
+  }
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();

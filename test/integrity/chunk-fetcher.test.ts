@@ -49,6 +49,8 @@ describe('the chunk fetcher', () => {
         hashWorkers: false,
         retries: 0,
         retryBackoffMs: 0,
+        retryBackoffMaxMs: 0,
+        retryBudgetSeconds: 0,
       },
       metrics: createMetrics({ defaultMetrics: false }),
       logger: createLogger({ level: 'silent' }),

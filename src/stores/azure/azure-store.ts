@@ -16,6 +16,8 @@ import {
   disambiguatePinFailure,
   isTimeoutError,
   type StoreAgents,
+  transientAnswer,
+  transientTransport,
 } from '../cloud-http.ts';
 import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
 
@@ -194,6 +196,13 @@ function statusOf(error: unknown): number | undefined {
   return (error as { statusCode?: number } | undefined)?.statusCode;
 }
 
+/** The answer's `Retry-After`: a RestError keeps the response, whose headers are an `HttpHeaders`. */
+function retryAfterOf(error: unknown): string | undefined {
+  const headers = (error as { response?: { headers?: { get?(name: string): string | undefined } } })?.response
+    ?.headers;
+  return typeof headers?.get === 'function' ? headers.get('retry-after') : undefined;
+}
+
 function mapAzureError(error: unknown, location: string, signal: AbortSignal, pin?: string): unknown {
   if (error instanceof ModelgateError) return error;
   if (signal.aborted) return signal.reason;
@@ -213,5 +222,10 @@ function mapAzureError(error: unknown, location: string, signal: AbortSignal, pi
     return new ModelgateError('MG_SOURCE_TIMEOUT', `${location}: connect timed out`, options);
   }
   const what = status === undefined ? (code ?? String(error)) : `HTTP ${status} ${code ?? ''}`.trim();
-  return new ModelgateError('MG_SOURCE_FAILED', `${location}: expected the object, got ${what}`, options);
+  const transient =
+    status === undefined ? transientTransport(error) : transientAnswer(status, code, retryAfterOf(error));
+  return new ModelgateError('MG_SOURCE_FAILED', `${location}: expected the object, got ${what}`, {
+    cause: error,
+    details: { ...options.details, transient },
+  });
 }

@@ -4,7 +4,13 @@ import { addAbortSignal, Readable } from 'node:stream';
 import { Storage, type StorageOptions } from '@google-cloud/storage';
 import type { GcsStoreConfig } from '../../config/config.types.ts';
 import { ModelgateError } from '../../errors.ts';
-import { checkRangeAnswer, createStoreAgents, isTimeoutError } from '../cloud-http.ts';
+import {
+  checkRangeAnswer,
+  createStoreAgents,
+  isTimeoutError,
+  transientAnswer,
+  transientTransport,
+} from '../cloud-http.ts';
 import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
 
 /** Largest error body read to build a message; the rest is dropped with the socket. */
@@ -99,7 +105,7 @@ export function createGcsStore(config: GcsStoreConfig): Store {
     }
     const status = res.statusCode ?? 0;
     const text = await readText(res, signal, location);
-    if (status !== 200) throw await statusError(status, text, location, signal, pin);
+    if (status !== 200) throw await statusError(res, text, location, signal, pin);
     let parsed: { size?: unknown; generation?: unknown };
     try {
       parsed = JSON.parse(text) as { size?: unknown; generation?: unknown };
@@ -116,12 +122,13 @@ export function createGcsStore(config: GcsStoreConfig): Store {
 
   /** Maps a non-success status; a 404 under a pin asks whether a live object still exists. */
   async function statusError(
-    status: number,
+    res: IncomingMessage,
     body: string,
     location: string,
     signal: AbortSignal,
     pin?: string,
   ): Promise<ModelgateError> {
+    const status = res.statusCode ?? 0;
     const details = { location, status, body: body.slice(0, 512) };
     if (status === 404 && pin !== undefined) {
       try {
@@ -141,8 +148,9 @@ export function createGcsStore(config: GcsStoreConfig): Store {
     if (status === 412) {
       return new ModelgateError('MG_SOURCE_CHANGED', `${location} changed: precondition failed`, { details });
     }
+    const transient = transientAnswer(status, errorReasonOf(body), headerOf(res, 'retry-after'));
     return new ModelgateError('MG_SOURCE_FAILED', `${location}: expected the object, got HTTP ${status}`, {
-      details,
+      details: { ...details, transient },
     });
   }
 
@@ -183,7 +191,7 @@ export function createGcsStore(config: GcsStoreConfig): Store {
       }
       if (status !== 200 && status !== 206) {
         const text = await readText(res, signal, location).catch(() => '');
-        throw await statusError(status, text, location, signal, pin);
+        throw await statusError(res, text, location, signal, pin);
       }
       try {
         const version = headerOf(res, 'x-goog-generation');
@@ -276,10 +284,21 @@ async function readText(res: IncomingMessage, signal: AbortSignal, location: str
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** The first `reason` of a JSON API error body (`rateLimitExceeded`, `backendError`…), if it is one. */
+function errorReasonOf(body: string): string | undefined {
+  try {
+    const parsed = JSON.parse(body) as { error?: { errors?: Array<{ reason?: unknown }> } };
+    const reason = parsed.error?.errors?.[0]?.reason;
+    return typeof reason === 'string' ? reason : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function mapTransportError(error: unknown, location: string, signal: AbortSignal): unknown {
   if (error instanceof ModelgateError) return error;
   if (signal.aborted) return signal.reason;
-  const options = { cause: error, details: { location } };
+  const options = { cause: error, details: { location, transient: transientTransport(error) } };
   if (isTimeoutError(error))
     return new ModelgateError('MG_SOURCE_TIMEOUT', `${location}: connect timed out`, options);
   const code = (error as NodeJS.ErrnoException).code;

@@ -15,6 +15,8 @@ import {
   createStoreAgents,
   disambiguatePinFailure,
   isTimeoutError,
+  transientAnswer,
+  transientTransport,
 } from '../cloud-http.ts';
 import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
 
@@ -22,7 +24,9 @@ import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '.
  * Amazon S3 (and S3-compatible endpoints): `s3://bucket/key`, read with
  * ranged `GetObject`. One `S3Client` per store. The SDK neither retries
  * (`maxAttempts: 1`: the integrity engine retries from chunk boundaries and
- * fails over to mirrors, and stacked retries would multiply latency) nor
+ * fails over to mirrors, and stacked retries would multiply latency — with
+ * the SDK's default of 3 attempts under the engine's 4, one throttled chunk
+ * would cost 12 requests; errors carry a `Transient` verdict instead) nor
  * checksums (`WHEN_REQUIRED`: the engine hashes every byte against the signed
  * manifest, which is stronger).
  *
@@ -150,6 +154,13 @@ function statusOf(error: unknown): number | undefined {
   return (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
 }
 
+/** The raw answer's `Retry-After`: the SDK keeps the HTTP response on a service error as `$response`. */
+function retryAfterOf(error: unknown): string | undefined {
+  const headers = (error as { $response?: { headers?: Record<string, string | undefined> } } | undefined)
+    ?.$response?.headers;
+  return headers?.['retry-after'] ?? headers?.['Retry-After'];
+}
+
 function nameOf(error: unknown): string | undefined {
   return error instanceof Error ? error.name : undefined;
 }
@@ -175,5 +186,10 @@ function mapS3Error(error: unknown, location: string, signal: AbortSignal, pin?:
     return new ModelgateError('MG_SOURCE_TIMEOUT', `${location}: connect timed out`, options);
   }
   const what = status === undefined ? (name ?? String(error)) : `HTTP ${status} ${name ?? ''}`.trim();
-  return new ModelgateError('MG_SOURCE_FAILED', `${location}: expected the object, got ${what}`, options);
+  const transient =
+    status === undefined ? transientTransport(error) : transientAnswer(status, name, retryAfterOf(error));
+  return new ModelgateError('MG_SOURCE_FAILED', `${location}: expected the object, got ${what}`, {
+    cause: error,
+    details: { ...options.details, transient },
+  });
 }
