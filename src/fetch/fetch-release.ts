@@ -1,6 +1,7 @@
 import { mkdir, readFile, realpath, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { IdentityFields } from '../release-headers.ts';
 import { createNewFile, moveIntoPlace, placeFile, refuseSymlink } from './dest-paths.ts';
 import { backoffDelay, downloadFile, type FileResult, syncFolder } from './download-file.ts';
 import { FetchError, isFetchError } from './fetch-error.ts';
@@ -52,6 +53,10 @@ export interface ReleaseRecord {
   proxy: string;
   /** The release signer as the proxy verified it (`unsigned` for an unsigned manifest), when it said. */
   signer?: string;
+  /** Who signed, as the proxy verified it: method (jwks, key, certificate, sigstore), identity, issuer. */
+  signerIdentity?: IdentityFields;
+  /** The upstream (OMS) signature the proxy re-verified for this release, when there is one. */
+  upstream?: IdentityFields;
   files: Array<{ path: string; size: number; digest: string }>;
   fetchedAt: string;
 }
@@ -62,6 +67,8 @@ interface VerifiedManifest {
   releaseDigest: string;
   manifest: FetchManifest;
   signer: string | undefined;
+  signerIdentity: IdentityFields | undefined;
+  upstream: IdentityFields | undefined;
 }
 
 /**
@@ -75,7 +82,11 @@ async function getVerifiedManifest(
   ref: string,
   signal: AbortSignal,
 ): Promise<VerifiedManifest> {
-  const { body, releaseDigest, signer } = await client.getManifest(model, ref, signal);
+  const { body, releaseDigest, signer, signerIdentity, upstream } = await client.getManifest(
+    model,
+    ref,
+    signal,
+  );
   if (releaseDigest === undefined || !isDigest(releaseDigest)) {
     throw new FetchError(
       'integrity',
@@ -98,7 +109,13 @@ async function getVerifiedManifest(
       `expected release ${ref}, the manifest hashes to ${actual}`,
     );
   }
-  return { releaseDigest: actual, manifest: parseManifest(body, model, ref), signer };
+  return {
+    releaseDigest: actual,
+    manifest: parseManifest(body, model, ref),
+    signer,
+    signerIdentity,
+    upstream,
+  };
 }
 
 /** Retries a request on retryable failures (backoff) and once on an integrity failure. */
@@ -234,7 +251,7 @@ export async function fetchRelease(options: FetchOptions): Promise<FetchSummary>
     ...(options.breakGlassToken === undefined ? {} : { breakGlassToken: options.breakGlassToken }),
   });
   try {
-    const { releaseDigest, manifest, signer } = await withRetries(
+    const { releaseDigest, manifest, signer, signerIdentity, upstream } = await withRetries(
       (s) => getVerifiedManifest(client, options.model, options.release, s),
       { retries: options.retries, retryBaseMs, signal, reporter },
     );
@@ -279,6 +296,8 @@ export async function fetchRelease(options: FetchOptions): Promise<FetchSummary>
       ...(manifest.created === undefined ? {} : { created: manifest.created }),
       ...(manifest.provenance === undefined ? {} : { provenance: manifest.provenance }),
       ...(signer === undefined ? {} : { signer }),
+      ...(signerIdentity === undefined ? {} : { signerIdentity }),
+      ...(upstream === undefined ? {} : { upstream }),
       proxy: `${options.proxy.origin}${options.proxy.pathname}`,
       files: manifest.files.map((f) => ({ path: f.path, size: f.size, digest: f.digest })),
       fetchedAt: new Date().toISOString(),

@@ -1,5 +1,6 @@
 import { rootCertificates } from 'node:tls';
 import { Agent, type Dispatcher, request } from 'undici';
+import { type IdentityFields, parseIdentityHeader } from '../release-headers.ts';
 import { errorFromResponse, FetchError, isFetchError } from './fetch-error.ts';
 import type { TokenSource } from './token-source.ts';
 
@@ -33,6 +34,10 @@ export interface ManifestResponse {
   releaseDigest: string | undefined;
   /** The `Modelgate-Release-Signer` header: the signer the proxy verified, or `unsigned`. */
   signer: string | undefined;
+  /** Who signed (`Modelgate-Release-Signer-Identity`): method, identity, issuer. */
+  signerIdentity: IdentityFields | undefined;
+  /** Upstream (OMS) evidence the proxy re-verified (`Modelgate-Release-Upstream`). */
+  upstream: IdentityFields | undefined;
 }
 
 export interface FileResponse {
@@ -196,6 +201,8 @@ export function createProxyClient(options: ProxyClientOptions): ProxyClient {
         body,
         releaseDigest: header(response.headers, 'modelgate-release-digest'),
         signer: header(response.headers, 'modelgate-release-signer'),
+        signerIdentity: parseIdentityHeader(header(response.headers, 'modelgate-release-signer-identity')),
+        upstream: parseIdentityHeader(header(response.headers, 'modelgate-release-upstream')),
       };
     },
 
