@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { attestCommand } from './commands/attest.ts';
 import { breakGlassCommand } from './commands/break-glass.ts';
 import type { Command } from './commands/command.types.ts';
 import { fetchCommand } from './commands/fetch.ts';
@@ -15,6 +16,7 @@ const commands: Command[] = [
   signCommand,
   verifyCommand,
   intakeCommand,
+  attestCommand,
   breakGlassCommand,
 ];
 

@@ -1,6 +1,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Attestation, AttestationLookup } from '../policy/attestations.ts';
+import type { CatalogRejection } from './catalog.types.ts';
 
 /** The in-toto Statement v1 type every attestation payload must declare. */
 export const IN_TOTO_STATEMENT_V1 = 'https://in-toto.io/Statement/v1';
@@ -24,11 +25,9 @@ export interface VerifiedEnvelope {
 export type EnvelopeVerifier = (bytes: Buffer, file: string) => Promise<VerifiedEnvelope>;
 
 /** A file under attestations/ that was not used, and why. */
-export interface AttestationRejection {
-  file: string;
+export type AttestationRejection = CatalogRejection & {
   reason: 'unreadable' | 'attestation_unverified' | 'attestation_invalid';
-  message: string;
-}
+};
 
 /**
  * Reads an in-toto Statement v1 and returns one attestation per release

@@ -1,7 +1,11 @@
+import { createHash } from 'node:crypto';
 import { type Clock, systemClock } from '../clock.ts';
 import type { CatalogConfig } from '../config/config.types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
+import type { SignerSpec } from '../trust/verifier.types.ts';
+import { createAttestationVerifier } from './attestation-verifier.ts';
+import { type EnvelopeVerifier, indexAttestations, loadAttestations } from './attestations.ts';
 import type { Catalog, CatalogReport } from './catalog.types.ts';
 import {
   buildIndex,
@@ -22,6 +26,10 @@ export interface CreateCatalogOptions {
   upstreamSigners?: readonly UpstreamSigner[];
   /** Folder that relative key paths resolve against (the configuration's). */
   baseDir?: string;
+  /** Who may sign attestations (`<catalog dir>/attestations/`); none = attestations are not loaded. */
+  attestors?: readonly SignerSpec[];
+  /** Called after every scan (policy gauges that depend on the catalog). */
+  onScan?: () => void;
   logger: Logger;
   metrics: Metrics;
   clock?: Clock;
@@ -58,9 +66,31 @@ export function createCatalog(options: CreateCatalogOptions): Catalog {
   const loader = createCatalogLoader((path, bytes) => verifier.verify(path, bytes, new Date(clock())));
   const reporter = createCatalogReporter(log, options.metrics);
 
-  /** Reads the signers' key files (throws naming the file). */
+  let attestationVerifier: EnvelopeVerifier | undefined;
+  let attestations = indexAttestations([]);
+
+  /** Reads the signers' and attestors' key files (throws naming the file). */
   async function loadKeys(): Promise<void> {
     await verifier.loadKeys();
+    const attestors = options.attestors ?? [];
+    attestationVerifier =
+      attestors.length === 0
+        ? undefined
+        : await createAttestationVerifier(attestors, options.baseDir ?? process.cwd());
+  }
+
+  /** Attestations are few and small: every scan verifies them again (a new attestor key takes effect at once). */
+  async function scanAttestations(): Promise<RejectedFile[]> {
+    if (attestationVerifier === undefined) {
+      attestations = indexAttestations([]);
+      return [];
+    }
+    const loaded = await loadAttestations(config.dir, attestationVerifier);
+    attestations = indexAttestations(loaded.attestations);
+    return loaded.rejected.map((rejection) => ({
+      contentHash: createHash('sha256').update(rejection.message).digest('hex'),
+      rejection,
+    }));
   }
 
   /**
@@ -101,12 +131,14 @@ export function createCatalog(options: CreateCatalogOptions): Catalog {
     const rejections: RejectedFile[] = states.flatMap((state) =>
       state.rejection ? [{ contentHash: state.contentHash, rejection: state.rejection }] : [],
     );
+    rejections.push(...(await scanAttestations()));
     const { index: next, conflicts } = buildIndex(releases);
     const previous = index;
     index = next;
     loaded = true;
     reporter.report({ previous, next, rejections, conflicts });
     lastReport = { loaded: next.all.length, rejected: rejections.map((r) => r.rejection), conflicts };
+    options.onScan?.();
     log.debug(
       {
         dir: config.dir,
@@ -152,5 +184,7 @@ export function createCatalog(options: CreateCatalogOptions): Catalog {
     resolve: (model, ref) => resolveInIndex(index, model, ref),
     releasesWithFile: (model, fileDigest) => releasesWithFileIn(index, model, fileDigest),
     all: () => [...index.all],
+    byDigest: (digest) => index.byDigest.get(digest),
+    attestations: () => attestations,
   };
 }

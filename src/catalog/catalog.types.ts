@@ -1,3 +1,4 @@
+import type { AttestationLookup } from '../policy/attestations.ts';
 import type { ManifestFile, Release, ReleaseRef } from './release.types.ts';
 
 /** Why a catalog file was rejected: the `reason` label of modelgate_catalog_rejected_total. */
@@ -16,7 +17,9 @@ export type RejectionReason =
   | 'wrong_usage'
   | 'tlog_missing'
   | 'signer_revoked'
-  | 'upstream_unverified';
+  | 'upstream_unverified'
+  | 'attestation_unverified'
+  | 'attestation_invalid';
 
 export interface CatalogRejection {
   file: string;
@@ -38,6 +41,10 @@ export interface CatalogLookup {
   releasesWithFile(model: string, fileDigest: string): Array<{ release: Release; file: ManifestFile }>;
   /** Every loaded release. */
   all(): Release[];
+  /** A release by its digest, whatever its model (lineage follows parents by digest). */
+  byDigest(digest: string): Release | undefined;
+  /** The verified attestations of the last scan, by release digest. */
+  attestations(): AttestationLookup;
 }
 
 export interface Catalog extends CatalogLookup {
