@@ -285,6 +285,13 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
     pendingIssuers: () =>
       [...issuers.values()].filter((issuer) => !issuer.keys.isLoaded()).map((issuer) => issuer.config.name),
 
+    issuerKeyProblems: () =>
+      Object.fromEntries(
+        [...issuers.values()]
+          .filter((issuer) => !issuer.keys.isLoaded())
+          .map((issuer) => [issuer.config.name, describeKeyFailure(issuer.keys.lastError())]),
+      ),
+
     signatureVerifications: () => verifications,
 
     close() {
@@ -295,6 +302,14 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
       cache?.clear();
     },
   };
+}
+
+/** A one-line reason why keys did not load (no stack): the file or URL error as Node reports it. */
+function describeKeyFailure(error: unknown): string {
+  if (error === undefined) return 'keys not loaded yet';
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
+  return `${error.message}${cause}`.slice(0, 300);
 }
 
 /**

@@ -14,6 +14,8 @@ export interface Authenticator {
   isReady(): boolean;
   /** Issuers whose keys have not loaded yet (for /readyz). */
   pendingIssuers(): string[];
+  /** Why each pending issuer's keys did not load (issuer name → reason), for /readyz and start-up logs. */
+  issuerKeyProblems(): Record<string, string>;
   /** Count of signature verifications performed (cache misses); for tests and benchmarks. */
   signatureVerifications(): number;
   close(): void;
