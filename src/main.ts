@@ -5,6 +5,7 @@ import { fetchCommand } from './commands/fetch.ts';
 import { keygenCommand } from './commands/keygen.ts';
 import { serveCommand } from './commands/serve.ts';
 import { signCommand } from './commands/sign.ts';
+import { tokenCommand } from './commands/token.ts';
 import { verifyCommand } from './commands/verify.ts';
 
 const commands: Command[] = [
@@ -14,6 +15,7 @@ const commands: Command[] = [
   signCommand,
   verifyCommand,
   breakGlassCommand,
+  tokenCommand,
 ];
 
 function usage(): string {
