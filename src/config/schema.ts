@@ -1,12 +1,18 @@
 /**
- * JSON Schema of the configuration file (SPEC §6), validated with Ajv in
- * allErrors mode so an operator sees every problem at once. Defaults are
- * filled in by Ajv (`useDefaults`). Unknown keys are errors everywhere.
+ * JSON Schema of the configuration file (README "Configuration"), validated
+ * with Ajv in allErrors mode so an operator sees every problem at once.
+ * Defaults are filled in by Ajv (`useDefaults`). Unknown keys are errors
+ * everywhere.
+ *
+ * This is the single source of the configuration's shape: the TypeScript
+ * types in config.types.ts are derived from it (`FromSchema`), so adding a
+ * field is one edit here. Everything is written `as const` for that reason.
  */
 
-const seconds = (defaultValue: number, minimum = 0) => ({ type: 'number', minimum, default: defaultValue });
-const nonEmptyString = { type: 'string', minLength: 1 };
-const nonEmptyList = (items: object) => ({ type: 'array', items, minItems: 1 });
+const seconds = <D extends number>(defaultValue: D, minimum = 0) =>
+  ({ type: 'number', minimum, default: defaultValue }) as const;
+const nonEmptyString = { type: 'string', minLength: 1 } as const;
+const nonEmptyList = <const I extends object>(items: I) => ({ type: 'array', items, minItems: 1 }) as const;
 
 const timeouts = {
   type: 'object',
@@ -17,9 +23,20 @@ const timeouts = {
     firstByteSeconds: seconds(15, 0.001),
     idleSeconds: seconds(30, 0.001),
   },
-};
+} as const;
 
-const algorithms = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+export const JWS_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+] as const;
 
 export const configSchema = {
   type: 'object',
@@ -55,7 +72,12 @@ export const configSchema = {
       additionalProperties: false,
       default: {},
       properties: {
-        maxConcurrentTransfers: { type: 'integer', minimum: 1, default: 256 },
+        maxConcurrentTransfers: {
+          type: 'integer',
+          minimum: 1,
+          default: 256,
+          description: 'Concurrent file transfers before new ones get 503 + Retry-After.',
+        },
         headersTimeoutSeconds: seconds(10, 0.001),
         idleTimeoutSeconds: seconds(60, 0.001),
         maxHeaderBytes: { type: 'integer', minimum: 1024, maximum: 1048576, default: 32768 },
@@ -67,14 +89,27 @@ export const configSchema = {
       additionalProperties: false,
       default: {},
       properties: {
-        readAhead: { type: 'integer', minimum: 1, maximum: 64, default: 4 },
+        readAhead: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 64,
+          default: 4,
+          description:
+            'Chunk reads in flight per chunk-mode transfer; memory per transfer ≈ readAhead × chunkSize.',
+        },
         chunkCacheBytes: { type: 'integer', minimum: 0, default: 67108864 },
         maxBufferedBytes: { type: 'integer', minimum: 0, default: 100663296 },
         hashWorkers: {
           anyOf: [{ type: 'boolean' }, { type: 'integer', minimum: 1, maximum: 64 }],
           default: true,
         },
-        retries: { type: 'integer', minimum: 0, maximum: 20, default: 3 },
+        retries: {
+          type: 'integer',
+          minimum: 0,
+          maximum: 20,
+          default: 3,
+          description: 'Retries of one piece after a broken or stalled source connection, before failing.',
+        },
         retryBackoffMs: { type: 'integer', minimum: 0, default: 200 },
       },
     },
@@ -169,7 +204,7 @@ export const configSchema = {
         jwksFile: nonEmptyString,
         discovery: { type: 'boolean', default: false },
         audiences: nonEmptyList(nonEmptyString),
-        algorithms: nonEmptyList({ enum: algorithms }),
+        algorithms: nonEmptyList({ enum: JWS_ALGORITHMS }),
         clockToleranceSeconds: seconds(30),
         maxTokenLifetimeSeconds: { type: 'integer', minimum: 1 },
         cacheSeconds: seconds(600, 1),
