@@ -78,10 +78,27 @@ export const configSchema = {
           default: 256,
           description: 'Concurrent file transfers before new ones get 503 + Retry-After.',
         },
-        headersTimeoutSeconds: seconds(10, 0.001),
-        idleTimeoutSeconds: seconds(60, 0.001),
-        maxHeaderBytes: { type: 'integer', minimum: 1024, maximum: 1048576, default: 32768 },
-        shutdownGraceSeconds: seconds(30),
+        headersTimeoutSeconds: {
+          ...seconds(10, 0.001),
+          description: 'Seconds a client may take to send its request headers (slowloris).',
+        },
+        idleTimeoutSeconds: {
+          ...seconds(60, 0.001),
+          description:
+            'Seconds a connection may sit idle (keep-alive or a stalled reader) before it is closed.',
+        },
+        maxHeaderBytes: {
+          type: 'integer',
+          minimum: 1024,
+          maximum: 1048576,
+          default: 32768,
+          description: 'Largest request header block in bytes; beyond it Node answers 431.',
+        },
+        shutdownGraceSeconds: {
+          ...seconds(30),
+          description:
+            'On SIGTERM/SIGINT: seconds transfers in flight get to finish before the process exits.',
+        },
       },
     },
     transfer: {
@@ -97,8 +114,19 @@ export const configSchema = {
           description:
             'Chunk reads in flight per chunk-mode transfer; memory per transfer ≈ readAhead × chunkSize.',
         },
-        chunkCacheBytes: { type: 'integer', minimum: 0, default: 67108864 },
-        maxBufferedBytes: { type: 'integer', minimum: 0, default: 100663296 },
+        chunkCacheBytes: {
+          type: 'integer',
+          minimum: 0,
+          default: 67108864,
+          description:
+            'Bytes of verified chunks kept in memory and shared between concurrent callers (0 disables).',
+        },
+        maxBufferedBytes: {
+          type: 'integer',
+          minimum: 0,
+          default: 100663296,
+          description: 'Live chunk memory (cache included) above which transfers stop reading ahead.',
+        },
         hashWorkers: {
           anyOf: [{ type: 'boolean' }, { type: 'integer', minimum: 1, maximum: 64 }],
           default: true,
@@ -110,7 +138,12 @@ export const configSchema = {
           default: 3,
           description: 'Retries of one piece after a broken or stalled source connection, before failing.',
         },
-        retryBackoffMs: { type: 'integer', minimum: 0, default: 200 },
+        retryBackoffMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 200,
+          description: 'First backoff in milliseconds; doubles on each retry.',
+        },
       },
     },
     stores: {
@@ -191,7 +224,14 @@ export const configSchema = {
       type: 'object',
       additionalProperties: false,
       default: {},
-      properties: { tokenCacheEntries: { type: 'integer', minimum: 0, default: 10000 } },
+      properties: {
+        tokenCacheEntries: {
+          type: 'integer',
+          minimum: 0,
+          default: 10000,
+          description: 'Verified tokens kept (by SHA-256) until their exp.',
+        },
+      },
     },
     issuers: nonEmptyList({
       type: 'object',
@@ -207,9 +247,16 @@ export const configSchema = {
         algorithms: nonEmptyList({ enum: JWS_ALGORITHMS }),
         clockToleranceSeconds: seconds(30),
         maxTokenLifetimeSeconds: { type: 'integer', minimum: 1 },
-        cacheSeconds: seconds(600, 1),
-        cooldownSeconds: seconds(30),
-        timeoutSeconds: seconds(5, 0.001),
+        cacheSeconds: {
+          ...seconds(600, 1),
+          description: 'How long fetched keys are trusted before a refresh.',
+        },
+        cooldownSeconds: {
+          ...seconds(30),
+          description:
+            'Minimum seconds between re-fetches triggered by an unknown kid, or after a failed fetch.',
+        },
+        timeoutSeconds: { ...seconds(5, 0.001), description: 'Timeout of one key or discovery fetch.' },
       },
     }),
     serviceAccounts: {
