@@ -1,3 +1,4 @@
+import { suggestKey } from '../schema-problems.ts';
 import type { ModelgateConfig } from './config.types.ts';
 import type { ConfigProblem } from './load.ts';
 
@@ -15,10 +16,10 @@ export function isSecureOrLoopbackUrl(value: string): boolean {
   return url.protocol === 'http:' && (LOOPBACK_HOSTS.has(url.hostname) || url.hostname.startsWith('127.'));
 }
 
-function duplicates(names: string[]): Set<string> {
+function duplicates(names: unknown[]): Set<string> {
   const seen = new Set<string>();
   const dup = new Set<string>();
-  for (const name of names) (seen.has(name) ? dup : seen).add(name);
+  for (const name of names) if (typeof name === 'string') (seen.has(name) ? dup : seen).add(name);
   return dup;
 }
 
@@ -28,6 +29,45 @@ function claimsCompatible(a: Record<string, unknown>, b: Record<string, unknown>
     if (key in b && b[key] !== value) return false;
   }
   return true;
+}
+
+function didYouMean(name: string, known: readonly string[]): string {
+  const guess = suggestKey(name, known);
+  return guess === undefined ? '' : `; did you mean "${guess}"?`;
+}
+
+/**
+ * Environment names in grants and signers that `environments` does not list.
+ * An unlisted environment is served with the safe default (enforce, digests
+ * only), so an empty `environments` is fine; but once the operator lists
+ * environments, a name outside them is almost always a typo that would
+ * silently grant nothing (or trust a signer for nothing).
+ */
+function undefinedEnvironments(config: ModelgateConfig): ConfigProblem[] {
+  const configured = Object.keys(config.environments);
+  if (configured.length === 0) return [];
+  const problems: ConfigProblem[] = [];
+  const check = (path: string, names: unknown) => {
+    if (!Array.isArray(names)) return;
+    names.forEach((name: unknown, k) => {
+      if (typeof name === 'string' && !configured.includes(name)) {
+        problems.push({
+          path: `${path}[${k}]`,
+          message: `environment "${name}" is not configured under environments (configured: ${configured.join(', ')})${didYouMean(name, configured)}`,
+        });
+      }
+    });
+  };
+  config.serviceAccounts.forEach((account, i) => {
+    if (!Array.isArray(account.grants)) return;
+    account.grants.forEach((grant, j) => {
+      check(`serviceAccounts[${i}].grants[${j}].environments`, grant?.environments);
+    });
+  });
+  config.signers.forEach((signer, i) => {
+    check(`signers[${i}].environments`, signer.environments);
+  });
+  return problems;
 }
 
 /** Cross-field checks the schema cannot express. Every problem is returned, not just the first. */
@@ -68,15 +108,19 @@ export function checkConfigSemantics(config: ModelgateConfig): ConfigProblem[] {
     const at = `serviceAccounts[${i}]`;
     if (dupAccounts.has(account.name))
       problems.push({ path: `${at}.name`, message: `duplicate service account "${account.name}"` });
-    if (!issuerNames.has(account.issuer)) {
-      problems.push({ path: `${at}.issuer`, message: `no issuer named "${account.issuer}"` });
+    if (typeof account.issuer === 'string' && !issuerNames.has(account.issuer)) {
+      problems.push({
+        path: `${at}.issuer`,
+        message: `no issuer named "${account.issuer}" under issuers${didYouMean(account.issuer, [...issuerNames])}`,
+      });
     }
     for (let j = 0; j < i; j++) {
-      const other = config.serviceAccounts[j]!;
+      const other = config.serviceAccounts[j];
       if (
+        other !== undefined &&
         other.issuer === account.issuer &&
         other.subject === account.subject &&
-        claimsCompatible(account.claims, other.claims)
+        claimsCompatible(account.claims ?? {}, other.claims ?? {})
       ) {
         problems.push({
           path: at,
@@ -91,6 +135,8 @@ export function checkConfigSemantics(config: ModelgateConfig): ConfigProblem[] {
     if (dupSigners.has(signer.name))
       problems.push({ path: `signers[${i}].name`, message: `duplicate signer "${signer.name}"` });
   });
+
+  problems.push(...undefinedEnvironments(config));
 
   for (const [name, environment] of Object.entries(config.environments)) {
     if (environment.enforceFrom !== undefined && Number.isNaN(Date.parse(environment.enforceFrom))) {

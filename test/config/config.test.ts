@@ -84,7 +84,7 @@ listen: { port: "eighty", colour: blue }
         VALID.replace('    issuer: prod\n    subject', '    issuer: staging\n    subject'),
       );
       assert.ok(
-        semantic.includes('serviceAccounts[0].issuer: no issuer named "staging"'),
+        semantic.includes('serviceAccounts[0].issuer: no issuer named "staging" under issuers'),
         semantic.join('\n'),
       );
     });
@@ -113,6 +113,75 @@ listen: { port: "eighty", colour: blue }
     });
   });
 
+  describe('when a key is misspelt', () => {
+    it('suggests the key it was probably meant to be', () => {
+      const problems = problemsOf(`${VALID}\nlisten: { adress: 0.0.0.0, colour: blue }\n`);
+      assert.ok(
+        problems.includes('listen.adress: unknown key; did you mean "address"?'),
+        problems.join('\n'),
+      );
+      assert.ok(problems.includes('listen.colour: unknown key'), 'no suggestion when nothing is close');
+      const nested = problemsOf(VALID.replace('audiences: [modelgate]', 'audience: [modelgate]'));
+      assert.ok(
+        nested.includes('issuers[0].audience: unknown key; did you mean "audiences"?'),
+        nested.join('\n'),
+      );
+    });
+  });
+
+  describe('when the file has schema mistakes and broken cross-references', () => {
+    it('reports both in the same run', () => {
+      // Regression: cross-reference problems appeared only after every schema problem was fixed.
+      const text = VALID.replace('audiences: [modelgate]', 'audiences: []').replace(
+        '    issuer: prod\n    subject',
+        '    issuer: prdo\n    subject',
+      );
+      const problems = problemsOf(text);
+      assert.ok(problems.includes('issuers[0].audiences: must not be empty'), problems.join('\n'));
+      assert.ok(
+        problems.includes(
+          'serviceAccounts[0].issuer: no issuer named "prdo" under issuers; did you mean "prod"?',
+        ),
+        problems.join('\n'),
+      );
+    });
+
+    it('does not crash or invent problems when whole sections have the wrong shape', () => {
+      const problems = problemsOf('catalog: { dir: ./r }\nissuers: 7\nserviceAccounts: [3, { grants: 1 }]\n');
+      assert.ok(problems.includes('issuers: must be array'), problems.join('\n'));
+      assert.ok(!problems.some((p) => p.includes('undefined')), problems.join('\n'));
+    });
+  });
+
+  describe('when grants or signers name an environment that is not configured', () => {
+    it('flags each use with its path and a suggestion', () => {
+      const text = `${VALID.replace('environments: [prod]', 'environments: [prod, prdo]')}
+environments: { prod: { mode: enforce }, staging: { mode: audit } }
+signers: [{ name: r, jwksFile: ./r.json, environments: [stagign] }]
+`;
+      const problems = problemsOf(text);
+      assert.ok(
+        problems.some((p) =>
+          p.startsWith('serviceAccounts[0].grants[0].environments[1]: environment "prdo" is not configured'),
+        ),
+        problems.join('\n'),
+      );
+      assert.ok(
+        problems.some(
+          (p) =>
+            p.startsWith('signers[0].environments[0]: environment "stagign"') &&
+            p.endsWith('did you mean "staging"?'),
+        ),
+        problems.join('\n'),
+      );
+      assert.equal(problems.length, 2, problems.join('\n'));
+    });
+
+    it('accepts any environment name while no environments are configured (all get the safe default)', () => {
+      assert.deepEqual(problemsOf(VALID), []);
+    });
+  });
+
   describe('when modelgate serve gets an invalid file', () => {
     it('exits 2 and prints all three mistakes with their paths', async () => {
       const file = join(dir, 'bad.yaml');
@@ -128,7 +197,9 @@ listen: { port: "eighty", colour: blue }
       assert.match(run.stderr, /catalog\.pollSecs: unknown key/);
       assert.match(run.stderr, /serviceAccounts\[0\]\.name: is required/);
       assert.match(run.stderr, /issuers\[0\]\.algorithms: must be array/);
-      assert.ok(run.stderr.includes(file), 'names the file');
+      const lines = run.stderr.split('\n').filter((line) => line.startsWith('  '));
+      assert.equal(lines.length, 3, run.stderr);
+      for (const line of lines) assert.ok(line.includes(`${file}: `), `each line names the file: ${line}`);
     });
 
     it('exits 2 with a clear message for a missing file', () => {
