@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { ModelgateConfig } from '../config/config.types.ts';
 import { ConfigError, loadConfig } from '../config/load.ts';
+import { configWarnings } from '../config/semantics.ts';
 import { describeAuditEnvironments } from '../policy/environments.ts';
 import { createAdminHandler, type ReadinessReport } from '../server/admin.ts';
 import { type App, createApp } from '../server/app.ts';
@@ -83,7 +84,13 @@ function parseServeArgs(args: string[]): ParsedArgs {
 
 function loadOrReport(file: string): ModelgateConfig | undefined {
   try {
-    return loadConfig(file);
+    const config = loadConfig(file);
+    // Once, from the process that prints the banner, not once per worker.
+    if (cluster.isPrimary) {
+      for (const w of configWarnings(config))
+        process.stderr.write(`modelgate serve: warning: ${config.source}: ${w.path}: ${w.message}\n`);
+    }
+    return config;
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`modelgate serve: ${error.message}\n`);

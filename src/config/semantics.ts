@@ -36,38 +36,67 @@ function didYouMean(name: string, known: readonly string[]): string {
   return guess === undefined ? '' : `; did you mean "${guess}"?`;
 }
 
-/**
- * Environment names in grants and signers that `environments` does not list.
- * An unlisted environment is served with the safe default (enforce, digests
- * only), so an empty `environments` is fine; but once the operator lists
- * environments, a name outside them is almost always a typo that would
- * silently grant nothing (or trust a signer for nothing).
- */
-function undefinedEnvironments(config: ModelgateConfig): ConfigProblem[] {
-  const configured = Object.keys(config.environments);
-  if (configured.length === 0) return [];
-  const problems: ConfigProblem[] = [];
-  const check = (path: string, names: unknown) => {
+/** An environment name used in a grant or signer, with where it is used. */
+interface EnvironmentUse {
+  path: string;
+  name: string;
+}
+
+function environmentUses(config: ModelgateConfig): EnvironmentUse[] {
+  const uses: EnvironmentUse[] = [];
+  const collect = (path: string, names: unknown) => {
     if (!Array.isArray(names)) return;
     names.forEach((name: unknown, k) => {
-      if (typeof name === 'string' && !configured.includes(name)) {
-        problems.push({
-          path: `${path}[${k}]`,
-          message: `environment "${name}" is not configured under environments (configured: ${configured.join(', ')})${didYouMean(name, configured)}`,
-        });
-      }
+      if (typeof name === 'string') uses.push({ path: `${path}[${k}]`, name });
     });
   };
   config.serviceAccounts.forEach((account, i) => {
     if (!Array.isArray(account.grants)) return;
     account.grants.forEach((grant, j) => {
-      check(`serviceAccounts[${i}].grants[${j}].environments`, grant?.environments);
+      collect(`serviceAccounts[${i}].grants[${j}].environments`, grant?.environments);
     });
   });
   config.signers.forEach((signer, i) => {
-    check(`signers[${i}].environments`, signer.environments);
+    collect(`signers[${i}].environments`, signer.environments);
   });
-  return problems;
+  return uses;
+}
+
+/**
+ * Environment names in grants and signers that `environments` does not list
+ * but that are one typo away from one it does (`prdo` for `prod`): such a
+ * grant would silently grant nothing, so it is an error. An unlisted name far
+ * from every listed one is legitimate (it gets the safe default: enforce,
+ * digests only) and only a warning (`configWarnings`).
+ */
+function misspeltEnvironments(config: ModelgateConfig): ConfigProblem[] {
+  const configured = Object.keys(config.environments);
+  return environmentUses(config).flatMap(({ path, name }) => {
+    if (configured.includes(name)) return [];
+    const guess = suggestKey(name, configured);
+    if (guess === undefined) return [];
+    return [
+      {
+        path,
+        message: `environment "${name}" is not configured under environments; did you mean "${guess}"?`,
+      },
+    ];
+  });
+}
+
+/**
+ * Things that are valid but probably not meant: environment names in grants
+ * and signers that `environments` does not list (served with the default
+ * policy). `serve` logs each at warn when it starts.
+ */
+export function configWarnings(config: ModelgateConfig): ConfigProblem[] {
+  const configured = Object.keys(config.environments);
+  return environmentUses(config)
+    .filter(({ name }) => !configured.includes(name) && suggestKey(name, configured) === undefined)
+    .map(({ path, name }) => ({
+      path,
+      message: `environment "${name}" is not configured under environments; it gets the default policy (enforce, digest references only)`,
+    }));
 }
 
 /** Cross-field checks the schema cannot express. Every problem is returned, not just the first. */
@@ -136,7 +165,7 @@ export function checkConfigSemantics(config: ModelgateConfig): ConfigProblem[] {
       problems.push({ path: `signers[${i}].name`, message: `duplicate signer "${signer.name}"` });
   });
 
-  problems.push(...undefinedEnvironments(config));
+  problems.push(...misspeltEnvironments(config));
 
   for (const [name, environment] of Object.entries(config.environments)) {
     if (environment.enforceFrom !== undefined && Number.isNaN(Date.parse(environment.enforceFrom))) {
