@@ -12,7 +12,7 @@ import { createAdminHandler, type ReadinessReport } from '../server/admin.ts';
 import { type App, createApp } from '../server/app.ts';
 import { createLogger, type Logger } from '../telemetry/logger.ts';
 import { type Command, EXIT } from './command.types.ts';
-import { type DemoState, prepareDemo } from './demo.ts';
+import { DemoConfigError, type DemoState, prepareDemo } from './demo.ts';
 
 const HELP = `Usage: modelgate serve --config FILE [--workers N] [--demo]
 
@@ -335,7 +335,14 @@ export const serveCommand: Command = {
     if (!parsed.ok) return parsed.code;
     const { options } = parsed;
     // Demo secrets are prepared once, by the process that will print the banner.
-    const demo = options.demo && cluster.isPrimary ? await prepareDemo(options.config) : undefined;
+    let demo: DemoState | undefined;
+    try {
+      demo = options.demo && cluster.isPrimary ? await prepareDemo(options.config) : undefined;
+    } catch (error) {
+      if (!(error instanceof DemoConfigError)) throw error;
+      process.stderr.write(`modelgate serve: ${error.message}\n`);
+      return EXIT.usage;
+    }
     const config = loadOrReport(options.config);
     if (!config) return EXIT.usage;
     const logger = createLogger({ level: config.logging.level });

@@ -203,6 +203,22 @@ signers: [{ name: r, jwksFile: ./r.json, environments: [stagign] }]
       for (const line of lines) assert.ok(line.includes(`${file}: `), `each line names the file: ${line}`);
     });
 
+    it('exits 2 with a clear message, not a stack, when --demo gets a configuration that is not the demo', async () => {
+      // Regression: `serve --config mine.yaml --demo` ended in a raw ENOENT stack from the demo preparation.
+      const mine = join(dir, 'mine', 'modelgate.yaml');
+      const { mkdir, readdir } = await import('node:fs/promises');
+      await mkdir(join(dir, 'mine'));
+      await writeFile(mine, VALID);
+      const run = spawnSync(process.execPath, [MAIN, 'serve', '--config', mine, '--demo'], {
+        encoding: 'utf8',
+      });
+      assert.equal(run.status, 2, run.stderr);
+      assert.match(run.stderr, /--demo works only with the demo configuration/);
+      assert.match(run.stderr, /drop --demo/);
+      assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
+      assert.ok(!(await readdir(dir)).includes('.modelgate'), 'no demo state written beside the config');
+    });
+
     it('exits 2 with a clear message for a missing file', () => {
       const run = spawnSync(process.execPath, [MAIN, 'serve', '--config', join(dir, 'nope.yaml')], {
         encoding: 'utf8',
