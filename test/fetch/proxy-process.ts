@@ -1,7 +1,6 @@
 export { freePort } from '../helpers/ports.ts';
 
 import type { ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { startServeProcess } from '../helpers/serve-process.ts';
 import { REPO_ROOT } from './run-cli.ts';
 
