@@ -63,7 +63,7 @@ const EMPTY_INDEX: Index = { byVersion: new Map(), byDigest: new Map(), byFileDi
 const TRUST_RANK: Record<ReleaseTrust, number> = { trusted: 2, untrusted_signer: 1, unsigned: 0 };
 
 /**
- * The release catalog (SPEC §1): every `*.jws` (signed) and `*.json`
+ * The release catalog (docs/releases.md): every `*.jws` (signed) and `*.json`
  * (unsigned) file directly in `config.dir`, verified at load. Dotfiles are
  * ignored, which also skips the `..data` links of a Kubernetes ConfigMap
  * mount while following its per-file symlinks. A bad file is logged, counted

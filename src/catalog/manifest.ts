@@ -8,7 +8,7 @@ export interface ManifestProblem {
   message: string;
 }
 
-/** A release manifest that does not follow SPEC §1; lists every problem found. */
+/** A release manifest that does not follow docs/releases.md; lists every problem found. */
 export class ManifestError extends Error {
   readonly problems: ManifestProblem[];
 
@@ -23,7 +23,7 @@ export class ManifestError extends Error {
 
 export const MANIFEST_SCHEMA = 'modelgate/release/v1';
 
-/** Smallest and largest `chunkSize` (SPEC §1): 1 MiB and 1 GiB. */
+/** Smallest and largest `chunkSize` (docs/releases.md): 1 MiB and 1 GiB. */
 export const MIN_CHUNK_SIZE = 1024 * 1024;
 export const MAX_CHUNK_SIZE = 1024 * 1024 * 1024;
 
@@ -47,7 +47,7 @@ for (let size = MIN_CHUNK_SIZE; size <= MAX_CHUNK_SIZE; size *= 2) CHUNK_SIZES.p
 
 const MAX_FILE_PATH_LENGTH = 4096;
 
-/** True when `name` is a model name of SPEC §1 (lowercase segments joined by `/`, ≤255 characters). */
+/** True when `name` is a model name of docs/releases.md (lowercase segments joined by `/`, ≤255 characters). */
 export function isValidModelName(name: string): boolean {
   return name.length > 0 && name.length <= MAX_MODEL_LENGTH && MODEL_RE.test(name);
 }
@@ -68,7 +68,7 @@ export function isValidVersion(version: string): boolean {
 }
 
 /**
- * True when `path` is a safe relative file path (SPEC §1): `/`-separated, no
+ * True when `path` is a safe relative file path (docs/releases.md): `/`-separated, no
  * empty, `.` or `..` segment (so no leading or trailing `/`), no backslash, no
  * NUL. Manifest paths become URL paths and `file:` locations become disk paths,
  * so anything that could climb out of a folder is refused.
@@ -282,7 +282,7 @@ function checkSemantics(value: Record<string, unknown>, problems: ManifestProble
 }
 
 /**
- * Validates a parsed release manifest against SPEC §1 and returns it typed.
+ * Validates a parsed release manifest against docs/releases.md and returns it typed.
  * Throws ManifestError listing every problem with its path. Unknown keys are
  * problems: a signed document must not carry fields the proxy would ignore.
  * A zero-byte file in chunk mode has `chunks: []`.

@@ -64,7 +64,7 @@ interface Issuer {
 }
 
 /**
- * Verifies workload-identity JWTs against the configured issuers (SPEC §3),
+ * Verifies workload-identity JWTs against the configured issuers (docs/identity.md),
  * over jose: `iss` picks the issuer (exact match), `algorithms` is pinned in
  * every jose call, `none` and HMAC are refused, `aud` must contain one of the
  * issuer's audiences, `exp` is required, and every time check uses `clock`.

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Principal } from './principal.types.ts';
 
 /**
- * Verifies the caller's workload-identity token (SPEC §3) and maps it to a
+ * Verifies the caller's workload-identity token (docs/identity.md) and maps it to a
  * service account. Throws ModelgateError: 401 MG_TOKEN_* for bad tokens,
  * 403 MG_IDENTITY_UNMAPPED, 503 MG_ISSUER_KEYS_UNAVAILABLE.
  */
