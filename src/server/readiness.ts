@@ -46,6 +46,44 @@ export interface Readiness {
   report(): ReadinessReport;
 }
 
+/** The manifest sources of the loaded releases, by store kind: what each store's probe must reach. */
+function sourcesByKind(catalog: Pick<Catalog, 'all'>): Map<StoreKind, string[]> {
+  const byKind = new Map<StoreKind, string[]>();
+  for (const release of catalog.all()) {
+    for (const file of release.manifest.files) {
+      for (const source of file.sources) {
+        const kind = storeKindOf(source);
+        if (kind === undefined) continue;
+        const list = byKind.get(kind) ?? [];
+        list.push(source);
+        byKind.set(kind, list);
+      }
+    }
+  }
+  return byKind;
+}
+
+/** Runs one probe under a timeout; a failure or a hang becomes a failed check with its reason. */
+async function probeOne(timeoutMs: number, run: (signal: AbortSignal) => Promise<void>): Promise<Check> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  try {
+    await run(signal);
+    return { ok: true };
+  } catch (error) {
+    const reason = signal.aborted ? `no answer within ${timeoutMs} ms` : describeProbeFailure(error);
+    return { ok: false, detail: reason };
+  }
+}
+
+/** The catalog folder exists and this process can list it. */
+async function probeFolder(dir: string): Promise<void> {
+  const folder = await opendir(dir).catch((error: unknown) => {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw new Error(`catalog.dir ${dir} is not a readable folder (${code})`);
+  });
+  await folder.close();
+}
+
 /**
  * What serving needs, checked rather than assumed (README "Health and
  * readiness"): each configured store reachable with its root or buckets
@@ -63,51 +101,18 @@ export function createReadiness(deps: ReadinessDeps): Readiness {
   /** What the last log said about each check, so a failure is logged when it starts, not on every probe. */
   const logged = new Map<string, boolean>();
 
-  function sourcesByKind(): Map<StoreKind, string[]> {
-    const byKind = new Map<StoreKind, string[]>();
-    for (const release of deps.catalog.all()) {
-      for (const file of release.manifest.files) {
-        for (const source of file.sources) {
-          const kind = storeKindOf(source);
-          if (kind === undefined) continue;
-          const list = byKind.get(kind) ?? [];
-          list.push(source);
-          byKind.set(kind, list);
-        }
-      }
-    }
-    return byKind;
-  }
-
-  async function probeOne(run: (signal: AbortSignal) => Promise<void>): Promise<Check> {
-    const signal = AbortSignal.timeout(timeoutMs);
-    try {
-      await run(signal);
-      return { ok: true };
-    } catch (error) {
-      const reason = signal.aborted ? `no answer within ${timeoutMs} ms` : describeProbeFailure(error);
-      return { ok: false, detail: reason };
-    }
-  }
-
   async function runProbes(): Promise<Record<string, Check>> {
-    const sources = sourcesByKind();
+    const sources = sourcesByKind(deps.catalog);
     const named: Array<[string, Promise<Check>]> = [
-      [
-        'catalogDir',
-        probeOne(async () => {
-          const folder = await opendir(deps.catalogDir).catch((error: unknown) => {
-            const code = (error as NodeJS.ErrnoException).code ?? String(error);
-            throw new Error(`catalog.dir ${deps.catalogDir} is not a readable folder (${code})`);
-          });
-          await folder.close();
-        }),
-      ],
+      ['catalogDir', probeOne(timeoutMs, () => probeFolder(deps.catalogDir))],
     ];
     for (const kind of deps.stores.kinds()) {
       const store = deps.stores.byKind(kind);
       if (store === undefined) continue;
-      named.push([`store:${kind}`, probeOne((signal) => store.probe(sources.get(kind) ?? [], signal))]);
+      named.push([
+        `store:${kind}`,
+        probeOne(timeoutMs, (signal) => store.probe(sources.get(kind) ?? [], signal)),
+      ]);
     }
     const results = await Promise.all(named.map(([, check]) => check));
     return Object.fromEntries(named.map(([name], i) => [name, results[i] ?? { ok: false }]));
