@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { calculateJwkThumbprint, importJWK, type JWK, type JWTPayload, SignJWT } from 'jose';
 import type { IssuerConfig, JwsAlgorithm } from '../config/config.types.ts';
 import { ConfigError, loadConfig } from '../config/load.ts';
-import { KeyFileError, loadPrivateJwkFile } from '../keys.ts';
+import { KeyFileError, loadJwksFile, loadPrivateJwkFile } from '../keys.ts';
 import { type Command, EXIT } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
 
@@ -173,6 +173,7 @@ async function mint(request: TokenRequest, output: CommandOutput): Promise<strin
     );
   }
   const kid = jwk.kid ?? (await calculateJwkThumbprint(jwk, 'sha256'));
+  await warnWhenKeyUnknown(issuer, kid, output);
   const key = await importJWK(jwk, alg);
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({ ...request.claims } as JWTPayload)
@@ -185,6 +186,27 @@ async function mint(request: TokenRequest, output: CommandOutput): Promise<strin
     .setExpirationTime(now + request.ttlSeconds)
     .setJti(randomUUID())
     .sign(key);
+}
+
+/**
+ * The commonest first-hour mistake is minting with a key whose public half the
+ * issuer does not list (the proxy answers MG_TOKEN_KEY_UNKNOWN): say so now
+ * when the issuer's keys are a local file.
+ */
+async function warnWhenKeyUnknown(issuer: IssuerConfig, kid: string, output: CommandOutput): Promise<void> {
+  if (issuer.jwksFile === undefined) return;
+  let kids: unknown[];
+  try {
+    kids = (await loadJwksFile(issuer.jwksFile)).keys.map((key) => key.kid);
+  } catch (error) {
+    output.stderr.write(`modelgate token: warning: ${(error as Error).message}\n`);
+    return;
+  }
+  if (!kids.includes(kid)) {
+    output.stderr.write(
+      `modelgate token: warning: kid "${kid}" is not in ${issuer.jwksFile}; the proxy will refuse this token (MG_TOKEN_KEY_UNKNOWN)\n`,
+    );
+  }
 }
 
 /** `modelgate token` with its output going to `output` (tests pass their own streams). */

@@ -61,6 +61,7 @@ describe('modelgate token', () => {
     it('prints a token the real proxy accepts for the granted file', async () => {
       const run = await mint('--sub', SUBJECT, '--ttl', '5m', '--claim', 'team="fraud"');
       assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.stderr, '', 'no warning for a key the issuer lists');
       const token = run.stdout.trim();
       const claims = decodeJwt(token);
       assert.equal(claims.iss, FIXTURE_ISSUER);
@@ -72,6 +73,28 @@ describe('modelgate token', () => {
       const response = await fetch(fileUrl, { headers: { authorization: `Bearer ${token}` } });
       assert.equal(response.status, 200);
       assert.deepEqual(Buffer.from(await response.arrayBuffer()), bytes);
+    });
+  });
+
+  describe('when the key is not one the issuer lists', () => {
+    it('still mints, but warns that the proxy will refuse the token', async () => {
+      const other = await runCli(['keygen', '--out', join(fixture.dir, 'other'), '--name', 'other']);
+      assert.equal(other.code, 0, other.stderr);
+      const run = await runCli([
+        'token',
+        '--config',
+        configFile,
+        '--issuer',
+        'dev',
+        '--key',
+        join(fixture.dir, 'other', 'other.private.jwk.json'),
+        '--sub',
+        SUBJECT,
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stderr, /warning: kid ".+" is not in .*dev\.jwks\.json.*MG_TOKEN_KEY_UNKNOWN/);
+      const response = await fetch(fileUrl, { headers: { authorization: `Bearer ${run.stdout.trim()}` } });
+      assert.equal(response.status, 401);
     });
   });
 
