@@ -1,7 +1,7 @@
 /**
  * One error type with stable codes. Code branches on `code`, never on messages.
- * Every code has its HTTP status (SPEC §2) and the `outcome` label it is counted
- * under in `modelgate_requests_total` (SPEC §5). The README documents each code;
+ * Every code has its HTTP status (README "HTTP API") and the `outcome` label it is counted
+ * under in `modelgate_requests_total` (docs/metrics.md). The README documents each code;
  * test/errors.test.ts fails when a code lacks a status or a README row.
  */
 
@@ -268,7 +268,7 @@ export function toModelgateError(error: unknown): ModelgateError {
   return new ModelgateError('MG_INTERNAL', 'internal error', { cause: error });
 }
 
-/** JSON body of an error response (SPEC §2). Never includes details or causes. */
+/** JSON body of an error response (README "HTTP API"). Never includes details or causes. */
 export function errorBody(error: ModelgateError): string {
   return JSON.stringify({ error: { code: error.code, message: error.message } });
 }

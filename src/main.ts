@@ -7,6 +7,7 @@ import { intakeCommand } from './commands/intake.ts';
 import { keygenCommand } from './commands/keygen.ts';
 import { serveCommand } from './commands/serve.ts';
 import { signCommand } from './commands/sign.ts';
+import { tokenCommand } from './commands/token.ts';
 import { verifyCommand } from './commands/verify.ts';
 
 const commands: Command[] = [
@@ -18,6 +19,7 @@ const commands: Command[] = [
   intakeCommand,
   attestCommand,
   breakGlassCommand,
+  tokenCommand,
 ];
 
 function usage(): string {

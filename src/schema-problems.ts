@@ -39,8 +39,17 @@ export function describeAjvError(error: ErrorObject): SchemaProblem {
   const errorText = (error.parentSchema as { errorText?: unknown } | undefined)?.errorText;
   const custom = typeof errorText === 'string' ? errorText : undefined;
   switch (error.keyword) {
-    case 'additionalProperties':
-      return { path: formatPath([...segments, String(params.additionalProperty)]), message: 'unknown key' };
+    case 'additionalProperties': {
+      const key = String(params.additionalProperty);
+      const known = Object.keys(
+        (error.parentSchema as { properties?: object } | undefined)?.properties ?? {},
+      );
+      const guess = suggestKey(key, known);
+      return {
+        path: formatPath([...segments, key]),
+        message: guess === undefined ? 'unknown key' : `unknown key; did you mean "${guess}"?`,
+      };
+    }
     case 'required':
       return { path: formatPath([...segments, String(params.missingProperty)]), message: 'is required' };
     case 'dependencies':
@@ -68,6 +77,43 @@ export function describeAjvError(error: ErrorObject): SchemaProblem {
     default:
       return { path: formatPath(segments), message: custom ?? error.message ?? error.keyword };
   }
+}
+
+/**
+ * The known name closest to `name` when it is close enough to be a typo:
+ * at most a third of its letters differ (Damerau–Levenshtein, case folded).
+ */
+export function suggestKey(name: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Number.POSITIVE_INFINITY;
+  for (const candidate of known) {
+    const distance = editDistance(name.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  const limit = Math.max(1, Math.floor(Math.max(name.length, 3) / 3));
+  return bestDistance <= limit ? best : undefined;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions and adjacent swaps. */
+function editDistance(a: string, b: string): number {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
+  const at = (i: number, j: number): number => rows[i]?.[j] ?? Number.POSITIVE_INFINITY;
+  for (let i = 1; i <= a.length; i++) {
+    const row = rows[i] ?? [];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, at(i - 2, j - 2) + 1);
+      row[j] = best;
+    }
+  }
+  return at(a.length, b.length);
 }
 
 /** The problems without repeats (Ajv can report one mistake once per schema branch). */

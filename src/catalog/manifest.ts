@@ -23,7 +23,7 @@ export interface ManifestProblem {
   message: string;
 }
 
-/** A release manifest that does not follow SPEC §1; lists every problem found. */
+/** A release manifest that does not follow docs/releases.md; lists every problem found. */
 export class ManifestError extends Error {
   readonly problems: ManifestProblem[];
 
@@ -267,7 +267,7 @@ function checkSemantics(value: Record<string, unknown>, problems: ManifestProble
 }
 
 /**
- * Validates a parsed release manifest against SPEC §1 and returns it typed.
+ * Validates a parsed release manifest against docs/releases.md and returns it typed.
  * Throws ManifestError listing every problem with its path. Unknown keys are
  * problems: a signed document must not carry fields the proxy would ignore.
  * A zero-byte file in chunk mode has `chunks: []`.

@@ -1,4 +1,4 @@
-/** A file entry of a release manifest (SPEC §1). */
+/** A file entry of a release manifest (docs/releases.md). */
 export interface ManifestFile {
   path: string;
   size: number;

@@ -16,10 +16,10 @@ import type { RejectionReason } from './catalog.types.ts';
 import { ManifestError, validateManifest } from './manifest.ts';
 import type { Manifest, ReleaseTrust } from './release.types.ts';
 
-/** The JWS `typ` of a signed release (SPEC §1); anything else is some other signed document. */
+/** The JWS `typ` of a signed release (docs/releases.md); anything else is some other signed document. */
 export const RELEASE_JWS_TYPE = 'modelgate-release+jws';
 
-/** Signature algorithms a release may use (SPEC §1). Pinned on every verification. */
+/** Signature algorithms a release may use (docs/releases.md). Pinned on every verification. */
 export const RELEASE_ALGORITHMS = ['ES256', 'EdDSA', 'RS256', 'PS256'] as const;
 export type ReleaseAlgorithm = (typeof RELEASE_ALGORITHMS)[number];
 
@@ -92,7 +92,7 @@ export function sha256Digest(bytes: Uint8Array): string {
 }
 
 /**
- * Signs a manifest into a JWS in compact serialization (SPEC §1): protected
+ * Signs a manifest into a JWS in compact serialization (docs/releases.md): protected
  * header `{alg, kid, typ: "modelgate-release+jws"}`, payload the canonical
  * JSON bytes of the manifest. The manifest is validated first, so nothing
  * the catalog would refuse is ever signed.

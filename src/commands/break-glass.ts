@@ -7,17 +7,15 @@ import { algorithmOfJwk, BREAK_GLASS_TYP } from '../policy/break-glass.ts';
 import { isValidDigest, isValidModelName } from '../rules.ts';
 import { type Command, EXIT } from './command.types.ts';
 
-/** Model names as SPEC §1 defines them: lowercase segments joined by `/`, at most 255 characters. */
-
 const DEFAULT_TTL_SECONDS = 3600;
-/** The proxy's default `breakGlass.maxTtlSeconds` (SPEC §4). */
+/** The proxy's default `breakGlass.maxTtlSeconds` (docs/break-glass.md). */
 const DEFAULT_MAX_TTL_SECONDS = 4 * 3600;
 
 const HELP = `Usage: modelgate break-glass --key PRIVATE_JWK_FILE --incident ID --reason TEXT
                             --service-account NAME --model NAME --release sha256:HEX
                             [--ttl 1h] [--max-ttl 4h] [--kid KID] [--json]
 
-Issues a short-lived break-glass token (SPEC §4): it lets one service account
+Issues a short-lived break-glass token (docs/break-glass.md): it lets one service account
 read one release of one model despite missing grants, signer trust or
 audit/enforce rules. Byte verification still applies. Send it in the
 Modelgate-Break-Glass header. Every use is logged at warn level and counted.

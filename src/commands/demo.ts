@@ -67,6 +67,11 @@ export interface DemoState {
   banner(dataUrl: string, adminUrl: string): string;
 }
 
+/** `--demo` was given a configuration that is not the demo's. */
+export class DemoConfigError extends Error {
+  override readonly name = 'DemoConfigError';
+}
+
 /** Prepares keys, the signed demo release and a fresh token for the config at `configPath`. */
 export async function prepareDemo(configPath: string): Promise<DemoState> {
   const configDir = dirname(resolve(configPath));
@@ -75,6 +80,14 @@ export async function prepareDemo(configPath: string): Promise<DemoState> {
   const releasesDir = join(stateDir, 'releases');
   const modelRoot = resolve(configDir, 'demo-models');
   const modelDir = join(modelRoot, DEMO.model, DEMO.version);
+  // Checked before anything is written: --demo with one's own configuration must not create demo state beside it.
+  if (!(await exists(modelDir))) {
+    throw new DemoConfigError(
+      `--demo works only with the demo configuration (config/modelgate.yaml in a checkout): ` +
+        `expected the demo model at ${modelDir}, beside ${resolve(configPath)}. ` +
+        `To serve your own configuration, drop --demo (README "Your first release").`,
+    );
+  }
   await mkdir(releasesDir, { recursive: true, mode: 0o700 });
 
   const issuerKey = await ensureKeyPair(stateDir, 'issuer');

@@ -1,6 +1,6 @@
 /**
  * What `verify --oms` and `intake` share: the trust flags, and the check of
- * a model folder against its OMS signature with the SPEC exit codes
+ * a model folder against its OMS signature with the documented exit codes
  * (docs/trust.md "Exit codes").
  */
 import { readFile } from 'node:fs/promises';

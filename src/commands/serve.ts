@@ -6,12 +6,13 @@ import { parseArgs } from 'node:util';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { ModelgateConfig } from '../config/config.types.ts';
 import { ConfigError, loadConfig } from '../config/load.ts';
+import { configWarnings } from '../config/semantics.ts';
 import { describeAuditEnvironments } from '../policy/environments.ts';
 import { createAdminHandler, type ReadinessReport } from '../server/admin.ts';
 import { type App, createApp } from '../server/app.ts';
 import { createLogger, type Logger } from '../telemetry/logger.ts';
 import { type Command, EXIT } from './command.types.ts';
-import { type DemoState, prepareDemo } from './demo.ts';
+import { DemoConfigError, type DemoState, prepareDemo } from './demo.ts';
 
 const HELP = `Usage: modelgate serve --config FILE [--workers N] [--demo]
 
@@ -83,7 +84,13 @@ function parseServeArgs(args: string[]): ParsedArgs {
 
 function loadOrReport(file: string): ModelgateConfig | undefined {
   try {
-    return loadConfig(file);
+    const config = loadConfig(file);
+    // Once, from the process that prints the banner, not once per worker.
+    if (cluster.isPrimary) {
+      for (const w of configWarnings(config))
+        process.stderr.write(`modelgate serve: warning: ${config.source}: ${w.path}: ${w.message}\n`);
+    }
+    return config;
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`modelgate serve: ${error.message}\n`);
@@ -328,7 +335,14 @@ export const serveCommand: Command = {
     if (!parsed.ok) return parsed.code;
     const { options } = parsed;
     // Demo secrets are prepared once, by the process that will print the banner.
-    const demo = options.demo && cluster.isPrimary ? await prepareDemo(options.config) : undefined;
+    let demo: DemoState | undefined;
+    try {
+      demo = options.demo && cluster.isPrimary ? await prepareDemo(options.config) : undefined;
+    } catch (error) {
+      if (!(error instanceof DemoConfigError)) throw error;
+      process.stderr.write(`modelgate serve: ${error.message}\n`);
+      return EXIT.usage;
+    }
     const config = loadOrReport(options.config);
     if (!config) return EXIT.usage;
     const logger = createLogger({ level: config.logging.level });

@@ -19,8 +19,9 @@ export class ConfigError extends Error {
   readonly problems: ConfigProblem[];
 
   constructor(file: string, problems: ConfigProblem[]) {
+    // Each line names the file and the field, so it stands alone when copied into a ticket or grepped from logs.
     super(
-      `invalid configuration ${file}:\n${problems.map((p) => `  ${p.path || '(root)'}: ${p.message}`).join('\n')}`,
+      `invalid configuration ${file} (${problems.length} ${problems.length === 1 ? 'problem' : 'problems'}):\n${problems.map((p) => `  ${file}: ${p.path || '(root)'}: ${p.message}`).join('\n')}`,
     );
     this.name = 'ConfigError';
     this.file = file;
@@ -28,7 +29,14 @@ export class ConfigError extends Error {
   }
 }
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true });
+// verbose: errors carry their parent schema, which lists the known keys for "did you mean".
+const ajv = new Ajv({
+  allErrors: true,
+  useDefaults: true,
+  strict: true,
+  allowUnionTypes: true,
+  verbose: true,
+});
 const validate = ajv.compile(configSchema);
 
 /** Replaces `${NAME}` (or `${NAME:-default}`) in every string value; an unset variable without default is a problem at that path. */
@@ -118,13 +126,40 @@ export function parseConfig(
       problems.push(describeAjvError(error));
     }
   }
+  // Cross-references are checked even when the schema failed, so one run lists every problem.
+  problems.push(...crossReferenceProblems(raw));
   if (problems.length > 0) throw new ConfigError(source, dedupeProblems(problems));
   const config = raw as unknown as ModelgateConfig;
   config.source = source;
   resolvePaths(config, dirname(source));
-  const semantic = checkConfigSemantics(config);
-  if (semantic.length > 0) throw new ConfigError(source, semantic);
   return config;
+}
+
+/**
+ * The semantic checks, on data that may not have passed the schema: they skip
+ * what is missing or mistyped (the schema already reported it), and a shape
+ * too broken to walk yields no further problems rather than a crash.
+ */
+function crossReferenceProblems(raw: unknown): ConfigProblem[] {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return [];
+  const shaped = raw as Partial<Record<keyof ModelgateConfig, unknown>>;
+  const listOrEmpty = (value: unknown) => (Array.isArray(value) ? value.filter(isRecord) : []);
+  const candidate = {
+    ...shaped,
+    issuers: listOrEmpty(shaped.issuers),
+    serviceAccounts: listOrEmpty(shaped.serviceAccounts),
+    signers: listOrEmpty(shaped.signers),
+    environments: isRecord(shaped.environments) ? shaped.environments : {},
+  } as unknown as ModelgateConfig;
+  try {
+    return checkConfigSemantics(candidate);
+  } catch {
+    return [];
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 /** Reads, parses and validates a configuration file. */

@@ -1,12 +1,18 @@
 /**
- * JSON Schema of the configuration file (SPEC §6), validated with Ajv in
- * allErrors mode so an operator sees every problem at once. Defaults are
- * filled in by Ajv (`useDefaults`). Unknown keys are errors everywhere.
+ * JSON Schema of the configuration file (README "Configuration"), validated
+ * with Ajv in allErrors mode so an operator sees every problem at once.
+ * Defaults are filled in by Ajv (`useDefaults`). Unknown keys are errors
+ * everywhere.
+ *
+ * This is the single source of the configuration's shape: the TypeScript
+ * types in config.types.ts are derived from it (`FromSchema`), so adding a
+ * field is one edit here. Everything is written `as const` for that reason.
  */
 
-const seconds = (defaultValue: number, minimum = 0) => ({ type: 'number', minimum, default: defaultValue });
-const nonEmptyString = { type: 'string', minLength: 1 };
-const nonEmptyList = (items: object) => ({ type: 'array', items, minItems: 1 });
+const seconds = <D extends number>(defaultValue: D, minimum = 0) =>
+  ({ type: 'number', minimum, default: defaultValue }) as const;
+const nonEmptyString = { type: 'string', minLength: 1 } as const;
+const nonEmptyList = <const I extends object>(items: I) => ({ type: 'array', items, minItems: 1 }) as const;
 
 const timeouts = {
   type: 'object',
@@ -17,9 +23,20 @@ const timeouts = {
     firstByteSeconds: seconds(15, 0.001),
     idleSeconds: seconds(30, 0.001),
   },
-};
+} as const;
 
-const algorithms = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+export const JWS_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+] as const;
 
 export const configSchema = {
   type: 'object',
@@ -55,11 +72,33 @@ export const configSchema = {
       additionalProperties: false,
       default: {},
       properties: {
-        maxConcurrentTransfers: { type: 'integer', minimum: 1, default: 256 },
-        headersTimeoutSeconds: seconds(10, 0.001),
-        idleTimeoutSeconds: seconds(60, 0.001),
-        maxHeaderBytes: { type: 'integer', minimum: 1024, maximum: 1048576, default: 32768 },
-        shutdownGraceSeconds: seconds(30),
+        maxConcurrentTransfers: {
+          type: 'integer',
+          minimum: 1,
+          default: 256,
+          description: 'Concurrent file transfers before new ones get 503 + Retry-After.',
+        },
+        headersTimeoutSeconds: {
+          ...seconds(10, 0.001),
+          description: 'Seconds a client may take to send its request headers (slowloris).',
+        },
+        idleTimeoutSeconds: {
+          ...seconds(60, 0.001),
+          description:
+            'Seconds a connection may sit idle (keep-alive or a stalled reader) before it is closed.',
+        },
+        maxHeaderBytes: {
+          type: 'integer',
+          minimum: 1024,
+          maximum: 1048576,
+          default: 32768,
+          description: 'Largest request header block in bytes; beyond it Node answers 431.',
+        },
+        shutdownGraceSeconds: {
+          ...seconds(30),
+          description:
+            'On SIGTERM/SIGINT: seconds transfers in flight get to finish before the process exits.',
+        },
       },
     },
     transfer: {
@@ -67,17 +106,56 @@ export const configSchema = {
       additionalProperties: false,
       default: {},
       properties: {
-        readAhead: { type: 'integer', minimum: 1, maximum: 64, default: 4 },
-        chunkCacheBytes: { type: 'integer', minimum: 0, default: 67108864 },
-        maxBufferedBytes: { type: 'integer', minimum: 0, default: 100663296 },
+        readAhead: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 64,
+          default: 4,
+          description:
+            'Chunk reads in flight per chunk-mode transfer; memory per transfer ≈ readAhead × chunkSize.',
+        },
+        chunkCacheBytes: {
+          type: 'integer',
+          minimum: 0,
+          default: 67108864,
+          description:
+            'Bytes of verified chunks kept in memory and shared between concurrent callers (0 disables).',
+        },
+        maxBufferedBytes: {
+          type: 'integer',
+          minimum: 0,
+          default: 100663296,
+          description: 'Live chunk memory (cache included) above which transfers stop reading ahead.',
+        },
         hashWorkers: {
           anyOf: [{ type: 'boolean' }, { type: 'integer', minimum: 1, maximum: 64 }],
           default: true,
         },
-        retries: { type: 'integer', minimum: 0, maximum: 20, default: 3 },
-        retryBackoffMs: { type: 'integer', minimum: 0, default: 200 },
-        retryBackoffMaxMs: { type: 'integer', minimum: 0, default: 5000 },
-        retryBudgetSeconds: seconds(30),
+        retries: {
+          type: 'integer',
+          minimum: 0,
+          maximum: 20,
+          default: 3,
+          description:
+            'Retries of one piece (a chunk, or the rest of a whole file) on the same location after a transient failure (429, 503 SlowDown, 500/502/504, a reset, a broken or stalled stream), before failing over to the next mirror.',
+        },
+        retryBackoffMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 200,
+          description:
+            'Backoff ceiling of the first retry in milliseconds; doubles on each retry (full jitter).',
+        },
+        retryBackoffMaxMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 5000,
+          description: 'Longest single backoff in milliseconds, Retry-After included.',
+        },
+        retryBudgetSeconds: {
+          ...seconds(30),
+          description: 'Seconds one piece may spend failing before it stops retrying and only fails over.',
+        },
       },
     },
     stores: {
@@ -158,7 +236,14 @@ export const configSchema = {
       type: 'object',
       additionalProperties: false,
       default: {},
-      properties: { tokenCacheEntries: { type: 'integer', minimum: 0, default: 10000 } },
+      properties: {
+        tokenCacheEntries: {
+          type: 'integer',
+          minimum: 0,
+          default: 10000,
+          description: 'Verified tokens kept (by SHA-256) until their exp.',
+        },
+      },
     },
     issuers: nonEmptyList({
       type: 'object',
@@ -171,14 +256,25 @@ export const configSchema = {
         jwksFile: nonEmptyString,
         discovery: { type: 'boolean', default: false },
         audiences: nonEmptyList(nonEmptyString),
-        algorithms: nonEmptyList({ enum: algorithms }),
+        algorithms: nonEmptyList({ enum: JWS_ALGORITHMS }),
         clockToleranceSeconds: seconds(30),
         maxTokenLifetimeSeconds: { type: 'integer', minimum: 1 },
-        cacheSeconds: seconds(600, 1),
-        cooldownSeconds: seconds(30),
-        timeoutSeconds: seconds(5, 0.001),
-        // Admission (docs/admission.md): Pods' service accounts are matched through this issuer.
-        kubernetes: { type: 'boolean', default: false },
+        cacheSeconds: {
+          ...seconds(600, 1),
+          description: 'How long fetched keys are trusted before a refresh.',
+        },
+        cooldownSeconds: {
+          ...seconds(30),
+          description:
+            'Minimum seconds between re-fetches triggered by an unknown kid, or after a failed fetch.',
+        },
+        timeoutSeconds: { ...seconds(5, 0.001), description: 'Timeout of one key or discovery fetch.' },
+        kubernetes: {
+          type: 'boolean',
+          default: false,
+          description:
+            "Admission (docs/admission.md): Pods' service accounts are matched through this issuer.",
+        },
       },
     }),
     serviceAccounts: {

@@ -1,3 +1,4 @@
+import { suggestKey } from '../schema-problems.ts';
 import type { ModelgateConfig } from './config.types.ts';
 import type { ConfigProblem } from './load.ts';
 
@@ -15,10 +16,10 @@ export function isSecureOrLoopbackUrl(value: string): boolean {
   return url.protocol === 'http:' && (LOOPBACK_HOSTS.has(url.hostname) || url.hostname.startsWith('127.'));
 }
 
-function duplicates(names: string[]): Set<string> {
+function duplicates(names: unknown[]): Set<string> {
   const seen = new Set<string>();
   const dup = new Set<string>();
-  for (const name of names) (seen.has(name) ? dup : seen).add(name);
+  for (const name of names) if (typeof name === 'string') (seen.has(name) ? dup : seen).add(name);
   return dup;
 }
 
@@ -28,6 +29,74 @@ function claimsCompatible(a: Record<string, unknown>, b: Record<string, unknown>
     if (key in b && b[key] !== value) return false;
   }
   return true;
+}
+
+function didYouMean(name: string, known: readonly string[]): string {
+  const guess = suggestKey(name, known);
+  return guess === undefined ? '' : `; did you mean "${guess}"?`;
+}
+
+/** An environment name used in a grant or signer, with where it is used. */
+interface EnvironmentUse {
+  path: string;
+  name: string;
+}
+
+function environmentUses(config: ModelgateConfig): EnvironmentUse[] {
+  const uses: EnvironmentUse[] = [];
+  const collect = (path: string, names: unknown) => {
+    if (!Array.isArray(names)) return;
+    names.forEach((name: unknown, k) => {
+      if (typeof name === 'string') uses.push({ path: `${path}[${k}]`, name });
+    });
+  };
+  config.serviceAccounts.forEach((account, i) => {
+    if (!Array.isArray(account.grants)) return;
+    account.grants.forEach((grant, j) => {
+      collect(`serviceAccounts[${i}].grants[${j}].environments`, grant?.environments);
+    });
+  });
+  config.signers.forEach((signer, i) => {
+    collect(`signers[${i}].environments`, signer.environments);
+  });
+  return uses;
+}
+
+/**
+ * Environment names in grants and signers that `environments` does not list
+ * but that are one typo away from one it does (`prdo` for `prod`): such a
+ * grant would silently grant nothing, so it is an error. An unlisted name far
+ * from every listed one is legitimate (it gets the safe default: enforce,
+ * digests only) and only a warning (`configWarnings`).
+ */
+function misspeltEnvironments(config: ModelgateConfig): ConfigProblem[] {
+  const configured = Object.keys(config.environments);
+  return environmentUses(config).flatMap(({ path, name }) => {
+    if (configured.includes(name)) return [];
+    const guess = suggestKey(name, configured);
+    if (guess === undefined) return [];
+    return [
+      {
+        path,
+        message: `environment "${name}" is not configured under environments; did you mean "${guess}"?`,
+      },
+    ];
+  });
+}
+
+/**
+ * Things that are valid but probably not meant: environment names in grants
+ * and signers that `environments` does not list (served with the default
+ * policy). `serve` logs each at warn when it starts.
+ */
+export function configWarnings(config: ModelgateConfig): ConfigProblem[] {
+  const configured = Object.keys(config.environments);
+  return environmentUses(config)
+    .filter(({ name }) => !configured.includes(name) && suggestKey(name, configured) === undefined)
+    .map(({ path, name }) => ({
+      path,
+      message: `environment "${name}" is not configured under environments; it gets the default policy (enforce, digest references only)`,
+    }));
 }
 
 /** Cross-field checks the schema cannot express. Every problem is returned, not just the first. */
@@ -68,15 +137,19 @@ export function checkConfigSemantics(config: ModelgateConfig): ConfigProblem[] {
     const at = `serviceAccounts[${i}]`;
     if (dupAccounts.has(account.name))
       problems.push({ path: `${at}.name`, message: `duplicate service account "${account.name}"` });
-    if (!issuerNames.has(account.issuer)) {
-      problems.push({ path: `${at}.issuer`, message: `no issuer named "${account.issuer}"` });
+    if (typeof account.issuer === 'string' && !issuerNames.has(account.issuer)) {
+      problems.push({
+        path: `${at}.issuer`,
+        message: `no issuer named "${account.issuer}" under issuers${didYouMean(account.issuer, [...issuerNames])}`,
+      });
     }
     for (let j = 0; j < i; j++) {
-      const other = config.serviceAccounts[j]!;
+      const other = config.serviceAccounts[j];
       if (
+        other !== undefined &&
         other.issuer === account.issuer &&
         other.subject === account.subject &&
-        claimsCompatible(account.claims, other.claims)
+        claimsCompatible(account.claims ?? {}, other.claims ?? {})
       ) {
         problems.push({
           path: at,
@@ -91,6 +164,8 @@ export function checkConfigSemantics(config: ModelgateConfig): ConfigProblem[] {
     if (dupSigners.has(signer.name))
       problems.push({ path: `signers[${i}].name`, message: `duplicate signer "${signer.name}"` });
   });
+
+  problems.push(...misspeltEnvironments(config));
 
   for (const [name, environment] of Object.entries(config.environments)) {
     if (environment.enforceFrom !== undefined && Number.isNaN(Date.parse(environment.enforceFrom))) {

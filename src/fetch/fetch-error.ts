@@ -96,7 +96,7 @@ export function exitCodeFor(error: FetchError, signal?: NodeJS.Signals): number 
   return EXIT_BY_KIND[error.kind];
 }
 
-/** Integrity codes the proxy answers before headers (502 when bytes did not verify). */
+/** Integrity codes the proxy answers before headers (README "HTTP API": 502 when bytes did not verify). */
 const PROXY_INTEGRITY_CODES = new Set<string>([
   'MG_DIGEST_MISMATCH',
   'MG_SIZE_MISMATCH',

@@ -3,7 +3,7 @@ import { FetchError } from './fetch-error.ts';
 import { type FetchFile, sameDigest } from './manifest.ts';
 
 /**
- * Hashes a file's bytes in order, checks each chunk (the manifest's `chunks`) as
+ * Hashes a file's bytes in order, checks each chunk (docs/releases.md `chunks`) as
  * soon as its last byte arrives, and keeps a checkpoint: the offset up to
  * which every byte is verified, with the whole-file hash state at that
  * offset. After a broken transfer the download rolls back to the checkpoint

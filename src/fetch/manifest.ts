@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { FetchError } from './fetch-error.ts';
 
-/** Model names: lowercase segments joined by `/`, at most 255 characters. */
+/** docs/releases.md: lowercase segments joined by `/`, at most 255 characters. */
 const MODEL_PATTERN = /^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(\/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$/;
 const DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/;
 const HEX_PATTERN = /^[0-9a-f]{64}$/;
@@ -61,7 +61,7 @@ export function sameDigest(a: string, b: string): boolean {
 }
 
 /**
- * Manifest path rules: relative, `/`-separated, no empty, `.` or `..`
+ * docs/releases.md path rules: relative, `/`-separated, no empty, `.` or `..`
  * segment, no backslash, no NUL. The manifest is signed, but the client
  * checks again before it touches the disk (defence in depth: a compromised
  * signer or proxy must not write outside DEST).

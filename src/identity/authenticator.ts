@@ -65,7 +65,7 @@ interface Issuer {
 }
 
 /**
- * Verifies workload-identity JWTs against the configured issuers (SPEC §3),
+ * Verifies workload-identity JWTs against the configured issuers (docs/identity.md),
  * over jose: `iss` picks the issuer (exact match), `algorithms` is pinned in
  * every jose call, `none` and HMAC are refused, `aud` must contain one of the
  * issuer's audiences, `exp` is required, and every time check uses `clock`.
@@ -284,6 +284,13 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
     pendingIssuers: () =>
       [...issuers.values()].filter((issuer) => !issuer.keys.isLoaded()).map((issuer) => issuer.config.name),
 
+    issuerKeyProblems: () =>
+      Object.fromEntries(
+        [...issuers.values()]
+          .filter((issuer) => !issuer.keys.isLoaded())
+          .map((issuer) => [issuer.config.name, describeKeyFailure(issuer.keys.lastError())]),
+      ),
+
     signatureVerifications: () => verifications,
 
     close() {
@@ -294,6 +301,14 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
       cache?.clear();
     },
   };
+}
+
+/** A one-line reason why keys did not load (no stack): the file or URL error as Node reports it. */
+function describeKeyFailure(error: unknown): string {
+  if (error === undefined) return 'keys not loaded yet';
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
+  return `${error.message}${cause}`.slice(0, 300);
 }
 
 /**

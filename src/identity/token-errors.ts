@@ -2,7 +2,7 @@ import { errors } from 'jose';
 import { type ErrorCode, ModelgateError, toModelgateError } from '../errors.ts';
 
 /**
- * Every 401 carries this challenge (SPEC §2, RFC 6750 §3). The server copies
+ * Every 401 carries this challenge (README "HTTP API", RFC 6750 §3). The server copies
  * `error.headers` onto the response.
  */
 export const BEARER_CHALLENGE = { 'WWW-Authenticate': 'Bearer error="invalid_token"' } as const;

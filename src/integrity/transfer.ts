@@ -83,7 +83,7 @@ function chunkProblem(session: SourceSession, chunk: ChunkResult): ModelgateErro
 }
 
 /**
- * Chunk mode (SPEC §2): chunk i is read from the source, hashed and compared,
+ * Chunk mode (README "HTTP API"): chunk i is read from the source, hashed and compared,
  * and only then written, in order. Up to `readAhead` chunks are fetched in
  * parallel, each on its own source request, so memory per transfer stays at
  * about `readAhead × chunkSize` and throughput is not capped by one source

@@ -9,7 +9,7 @@ import type { BreakGlassGrant, BreakGlassRequest, BreakGlassVerifier } from './p
 /** The JWS `typ` of a break-glass token; a release manifest or an identity token never carries it. */
 export const BREAK_GLASS_TYP = 'modelgate-break-glass+jwt';
 
-/** Algorithms a break-glass key may use (SPEC §1 lists the same four for release signatures). */
+/** Algorithms a break-glass key may use (docs/releases.md lists the same four for release signatures). */
 export const BREAK_GLASS_ALGORITHMS = ['ES256', 'EdDSA', 'RS256', 'PS256'] as const;
 export type BreakGlassAlgorithm = (typeof BREAK_GLASS_ALGORITHMS)[number];
 
@@ -116,7 +116,7 @@ function mapJoseError(error: unknown): ModelgateError {
 }
 
 /**
- * Verifies `Modelgate-Break-Glass` tokens (SPEC §4): a JWT signed by a
+ * Verifies `Modelgate-Break-Glass` tokens (docs/break-glass.md): a JWT signed by a
  * break-glass key, bound to one service account, model and release digest,
  * with an incident matching the configured pattern and a lifetime of at most
  * `maxTtlSeconds`. The key set is read once here; a missing or invalid file

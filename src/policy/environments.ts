@@ -16,7 +16,7 @@ interface ConfiguredEnvironment {
 }
 
 /**
- * The audit/enforce state of every environment (SPEC §4). An audit
+ * The audit/enforce state of every environment (docs/break-glass.md). An audit
  * environment with an `enforceFrom` instant flips to enforce by itself once the
  * injected clock passes it: the state is computed on every call, so no restart
  * or configuration change is needed. An environment that is not configured

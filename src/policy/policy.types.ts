@@ -1,4 +1,4 @@
-/** The live state of one environment (SPEC §4), as of a given instant. */
+/** The live state of one environment (docs/break-glass.md), as of a given instant. */
 export interface EnvironmentState {
   name: string;
   mode: 'enforce' | 'audit';

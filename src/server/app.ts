@@ -12,13 +12,14 @@ import type { Authenticator } from '../identity/authenticator.types.ts';
 import { type ChunkFetcher, createChunkFetcher } from '../integrity/chunk-fetcher.ts';
 import { createInlineHasher, createWorkerHasher, type Hasher } from '../integrity/hasher.ts';
 import { createBreakGlassVerifier } from '../policy/break-glass.ts';
-import { createEnvironmentPolicy, describeAuditEnvironments } from '../policy/environments.ts';
+import { createEnvironmentPolicy } from '../policy/environments.ts';
 import type { EnvironmentPolicy } from '../policy/policy.types.ts';
 import { createStores, type StoreSet } from '../stores/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
 import { type AdminDeps, createAdminHandler, type ReadinessReport } from './admin.ts';
 import { createHandler } from './handler.ts';
+import { createReadiness } from './readiness.ts';
 
 /** Socket write buffer of the data listener: 1 MiB lets one write hand the kernel a large slice of a chunk. */
 const DATA_HIGH_WATER_MARK = 1024 * 1024;
@@ -132,20 +133,18 @@ export async function createApp(options: AppOptions): Promise<App> {
     draining: () => draining,
   });
 
-  const readiness = (): ReadinessReport => {
-    const pending = authenticator.pendingIssuers();
-    const checks = {
-      config: { ok: true, detail: config.source },
-      catalog: { ok: catalog.isLoaded(), detail: { releases: catalog.all().length } },
-      issuerKeys: { ok: pending.length === 0, ...(pending.length > 0 ? { detail: { pending } } : {}) },
-      accepting: { ok: !draining },
-    };
-    return {
-      ready: Object.values(checks).every((c) => c.ok),
-      checks,
-      auditEnvironments: describeAuditEnvironments(policy),
-    };
-  };
+  const probes = createReadiness({
+    configSource: config.source,
+    catalog,
+    catalogDir: config.catalog.dir,
+    authenticator,
+    stores,
+    policy,
+    draining: () => draining,
+    logger,
+    clock,
+  });
+  const readiness = (): ReadinessReport => probes.report();
 
   const serverOptions: ServerOptions = {
     maxHeaderSize: config.limits.maxHeaderBytes,
@@ -196,6 +195,8 @@ export async function createApp(options: AppOptions): Promise<App> {
     fetcher,
     async start() {
       await Promise.all([catalog.start(), authenticator.start()]);
+      // Probes the stores the loaded releases name; logs each failed check once, before listening.
+      await probes.check();
       const environments = new Set(catalog.all().map((r) => r.environment));
       policy.updateGauge(environments);
       await listen(data, config.listen.port, config.listen.address);

@@ -37,7 +37,7 @@ export interface HandlerDeps {
   metrics: Metrics;
   logger: Logger;
   clock: Clock;
-  /** Admission control for file transfers (SPEC §2: 503 when overloaded). */
+  /** Admission control for file transfers (README "HTTP API": 503 when overloaded). */
   admission: { tryAcquire(): boolean; release(): void };
   /** True once shutdown began: responses ask clients to close the connection. */
   draining(): boolean;
@@ -231,7 +231,7 @@ export function createHandler(deps: HandlerDeps) {
       record.status = 304;
       return;
     }
-    // Ranges are honoured only where they can be verified: chunk-mode files (SPEC §2).
+    // Ranges are honoured only where they can be verified: chunk-mode files (README "HTTP API").
     const range = file.chunks ? parseRange(req.headers.range, file.size) : undefined;
     const status = range ? 206 : 200;
     const length = range ? range.end - range.start : file.size;
@@ -388,7 +388,7 @@ export function createHandler(deps: HandlerDeps) {
   function respondError(record: RequestRecord, res: ServerResponse, error: ModelgateError) {
     record.error = error;
     if (res.headersSent) {
-      // After headers only a broken connection can tell the client the body is wrong (SPEC §2).
+      // After headers only a broken connection can tell the client the body is wrong (README "HTTP API").
       res.destroy(error);
       return;
     }

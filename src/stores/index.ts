@@ -8,6 +8,8 @@ export interface StoreSet {
   forLocation(location: string): Store | undefined;
   /** The kinds configured, in a fixed order (file, s3, gcs, azure). */
   kinds(): StoreKind[];
+  /** The configured store of a kind (readiness probes each one). */
+  byKind(kind: StoreKind): Store | undefined;
   /** Closes every store (sockets, agents); safe to call twice. */
   close(): Promise<void>;
 }
@@ -39,6 +41,7 @@ export async function createStores(config: StoresConfig): Promise<StoreSet> {
       return kind === undefined ? undefined : stores.get(kind);
     },
     kinds: () => [...stores.keys()],
+    byKind: (kind) => stores.get(kind),
     close(): Promise<void> {
       closing ??= Promise.allSettled([...stores.values()].map((store) => store.close())).then(() => {});
       return closing;

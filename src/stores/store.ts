@@ -81,7 +81,55 @@ export interface Store {
     target: Uint8Array,
     options: ReadOptions,
   ): Promise<ReadIntoResult>;
+  /**
+   * Readiness: one cheap, authenticated request per scope this store serves —
+   * the file store's root folder, or each bucket / container that `locations`
+   * (sample manifest sources, one per bucket is enough) name. Resolves when
+   * every scope is readable; otherwise throws an Error whose message names the
+   * scope and the reason. Must honour `signal` (the caller's timeout).
+   */
+  probe(locations: readonly string[], signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * Runs `check` once per distinct scope (bucket, container) of `locations`;
+ * locations `scopeOf` rejects are skipped (a malformed source fails its own
+ * request, not readiness). All failures are reported together, one per scope.
+ */
+export async function probeScopes(
+  locations: readonly string[],
+  scopeOf: (location: string) => string,
+  check: (scope: string) => Promise<void>,
+): Promise<void> {
+  const scopes = new Set<string>();
+  for (const location of locations) {
+    try {
+      scopes.add(scopeOf(location));
+    } catch {
+      // Malformed: the request for it is refused with its own error.
+    }
+  }
+  const results = await Promise.allSettled([...scopes].map(check));
+  const failed = results.flatMap((result, i) =>
+    result.status === 'rejected' ? [`${[...scopes][i]}: ${describeProbeFailure(result.reason)}`] : [],
+  );
+  if (failed.length > 0) throw new Error(failed.join('; '));
+}
+
+/** A short reason for a failed probe: HTTP status and error name or code, without a stack. */
+export function describeProbeFailure(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const status = (error as { $metadata?: { httpStatusCode?: number }; statusCode?: number }).$metadata
+    ?.httpStatusCode;
+  const statusCode = status ?? (error as { statusCode?: number }).statusCode;
+  const code = (error as { code?: unknown }).code;
+  const parts = [
+    statusCode === undefined ? undefined : `HTTP ${statusCode}`,
+    typeof code === 'string' ? code : error.name !== 'Error' ? error.name : undefined,
+    error.message,
+  ].filter((part): part is string => part !== undefined && part !== '');
+  return [...new Set(parts)].join(' ').slice(0, 300);
 }
 
 /** The store kind a location's scheme selects, or undefined for an unknown scheme. */

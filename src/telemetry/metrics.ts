@@ -1,7 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
- * Every metric of SPEC §5, in a registry created at start-up (never the global
+ * Every metric of docs/metrics.md, in a registry created at start-up (never the global
  * one) so tests can read it. Label values come from configuration or fixed
  * sets, never raw request input: an unknown model is `model="unknown"`.
  */

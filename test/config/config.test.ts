@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError, parseConfig } from '../../src/config/load.ts';
+import { configWarnings } from '../../src/config/semantics.ts';
 
 const MAIN = new URL('../../src/main.ts', import.meta.url).pathname;
 
@@ -84,7 +85,7 @@ listen: { port: "eighty", colour: blue }
         VALID.replace('    issuer: prod\n    subject', '    issuer: staging\n    subject'),
       );
       assert.ok(
-        semantic.includes('serviceAccounts[0].issuer: no issuer named "staging"'),
+        semantic.includes('serviceAccounts[0].issuer: no issuer named "staging" under issuers'),
         semantic.join('\n'),
       );
     });
@@ -113,6 +114,75 @@ listen: { port: "eighty", colour: blue }
     });
   });
 
+  describe('when a key is misspelt', () => {
+    it('suggests the key it was probably meant to be', () => {
+      const problems = problemsOf(`${VALID}\nlisten: { adress: 0.0.0.0, colour: blue }\n`);
+      assert.ok(
+        problems.includes('listen.adress: unknown key; did you mean "address"?'),
+        problems.join('\n'),
+      );
+      assert.ok(problems.includes('listen.colour: unknown key'), 'no suggestion when nothing is close');
+      const nested = problemsOf(VALID.replace('audiences: [modelgate]', 'audience: [modelgate]'));
+      assert.ok(
+        nested.includes('issuers[0].audience: unknown key; did you mean "audiences"?'),
+        nested.join('\n'),
+      );
+    });
+  });
+
+  describe('when the file has schema mistakes and broken cross-references', () => {
+    it('reports both in the same run', () => {
+      // Regression: cross-reference problems appeared only after every schema problem was fixed.
+      const text = VALID.replace('audiences: [modelgate]', 'audiences: []').replace(
+        '    issuer: prod\n    subject',
+        '    issuer: prdo\n    subject',
+      );
+      const problems = problemsOf(text);
+      assert.ok(problems.includes('issuers[0].audiences: must not be empty'), problems.join('\n'));
+      assert.ok(
+        problems.includes(
+          'serviceAccounts[0].issuer: no issuer named "prdo" under issuers; did you mean "prod"?',
+        ),
+        problems.join('\n'),
+      );
+    });
+
+    it('does not crash or invent problems when whole sections have the wrong shape', () => {
+      const problems = problemsOf('catalog: { dir: ./r }\nissuers: 7\nserviceAccounts: [3, { grants: 1 }]\n');
+      assert.ok(problems.includes('issuers: must be array'), problems.join('\n'));
+      assert.ok(!problems.some((p) => p.includes('undefined')), problems.join('\n'));
+    });
+  });
+
+  describe('when grants or signers name an environment that is not configured', () => {
+    const text = `${VALID.replace('environments: [prod]', 'environments: [prod, prdo, canary]')}
+environments: { prod: { mode: enforce }, staging: { mode: audit } }
+signers: [{ name: r, jwksFile: ./r.json, environments: [stagign] }]
+`;
+
+    it('refuses a name one typo away from a configured one, with its path and a suggestion', () => {
+      const problems = problemsOf(text);
+      assert.deepEqual(problems, [
+        'serviceAccounts[0].grants[0].environments[1]: environment "prdo" is not configured under environments; did you mean "prod"?',
+        'signers[0].environments[0]: environment "stagign" is not configured under environments; did you mean "staging"?',
+      ]);
+    });
+
+    it('warns about a name far from every configured one (it gets the default policy)', () => {
+      const config = parseConfig(
+        text.replace('prdo, ', '').replace('[stagign]', '[staging]'),
+        '/x/m.yaml',
+        {},
+      );
+      const warnings = configWarnings(config).map((w) => `${w.path}: ${w.message}`);
+      assert.equal(warnings.length, 1, warnings.join('\n'));
+      assert.match(
+        warnings[0] ?? '',
+        /^serviceAccounts\[0\]\.grants\[0\]\.environments\[1\]: environment "canary"/,
+      );
+    });
+  });
+
   describe('when modelgate serve gets an invalid file', () => {
     it('exits 2 and prints all three mistakes with their paths', async () => {
       const file = join(dir, 'bad.yaml');
@@ -128,7 +198,25 @@ listen: { port: "eighty", colour: blue }
       assert.match(run.stderr, /catalog\.pollSecs: unknown key/);
       assert.match(run.stderr, /serviceAccounts\[0\]\.name: is required/);
       assert.match(run.stderr, /issuers\[0\]\.algorithms: must be array/);
-      assert.ok(run.stderr.includes(file), 'names the file');
+      const lines = run.stderr.split('\n').filter((line) => line.startsWith('  '));
+      assert.equal(lines.length, 3, run.stderr);
+      for (const line of lines) assert.ok(line.includes(`${file}: `), `each line names the file: ${line}`);
+    });
+
+    it('exits 2 with a clear message, not a stack, when --demo gets a configuration that is not the demo', async () => {
+      // Regression: `serve --config mine.yaml --demo` ended in a raw ENOENT stack from the demo preparation.
+      const mine = join(dir, 'mine', 'modelgate.yaml');
+      const { mkdir, readdir } = await import('node:fs/promises');
+      await mkdir(join(dir, 'mine'));
+      await writeFile(mine, VALID);
+      const run = spawnSync(process.execPath, [MAIN, 'serve', '--config', mine, '--demo'], {
+        encoding: 'utf8',
+      });
+      assert.equal(run.status, 2, run.stderr);
+      assert.match(run.stderr, /--demo works only with the demo configuration/);
+      assert.match(run.stderr, /drop --demo/);
+      assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
+      assert.ok(!(await readdir(dir)).includes('.modelgate'), 'no demo state written beside the config');
     });
 
     it('exits 2 with a clear message for a missing file', () => {

@@ -184,6 +184,16 @@ export async function startGcsServer(): Promise<GcsServer> {
       return;
     }
 
+    const listMatch = /^\/storage\/v1\/b\/([^/]+)\/o$/.exec(path);
+    if (listMatch !== null && req.method === 'GET') {
+      // Object listing, as much as a readiness probe needs: 404 for a bucket never written to.
+      const bucket = buckets.get(decodeURIComponent(listMatch[1] ?? ''));
+      if (bucket === undefined) return sendError(res, 404, 'The specified bucket does not exist.');
+      const first = [...bucket.values()].slice(0, Number(query.get('maxResults') ?? '1000'));
+      sendJson(res, 200, { kind: 'storage#objects', items: first.map(metadataOf) });
+      return;
+    }
+
     if (uploadMatch !== null && (req.method === 'POST' || req.method === 'PUT')) {
       const bucket = decodeURIComponent(uploadMatch[1]!);
       const uploadId = query.get('upload_id');

@@ -11,6 +11,7 @@ export function issuerConfig(fields: Partial<IssuerConfig> & { name: string; iss
     cacheSeconds: 600,
     cooldownSeconds: 30,
     timeoutSeconds: 5,
+    kubernetes: false,
     ...fields,
   };
 }

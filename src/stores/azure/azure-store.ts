@@ -19,7 +19,14 @@ import {
   transientAnswer,
   transientTransport,
 } from '../cloud-http.ts';
-import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
+import {
+  type ByteRange,
+  type ObjectVersion,
+  probeScopes,
+  type ReadOptions,
+  type ReadResult,
+  type Store,
+} from '../store.ts';
 
 type Credential = StorageSharedKeyCredential | AnonymousCredential | DefaultAzureCredential;
 
@@ -123,6 +130,24 @@ export function createAzureStore(config: AzureStoreConfig): Store {
         pin,
         signal,
       });
+    },
+
+    probe(locations: readonly string[], signal: AbortSignal): Promise<void> {
+      // Container properties: one authenticated request per container, no blob read.
+      return probeScopes(
+        locations,
+        (location) => {
+          const { account, container } = parseAzureLocation(location);
+          return `${account}/${container}`;
+        },
+        async (scope) => {
+          const [account = '', container = ''] = scope.split('/');
+          const client = clients.get(account);
+          if (client === undefined)
+            throw new Error('storage account is not configured under stores.azure.accounts');
+          await client.getContainerClient(container).getProperties({ abortSignal: signal });
+        },
+      );
     },
 
     async close(): Promise<void> {

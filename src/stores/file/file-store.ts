@@ -1,5 +1,5 @@
 import { constants, createReadStream } from 'node:fs';
-import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
+import { type FileHandle, open, opendir, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FileStoreConfig } from '../../config/config.types.ts';
@@ -152,6 +152,16 @@ export function createFileStore(config: FileStoreConfig): Store {
       } finally {
         await handle.close().catch(() => {});
       }
+    },
+
+    async probe(_locations: readonly string[], signal: AbortSignal): Promise<void> {
+      // Opening the folder proves it exists, is a directory and is readable by this process.
+      const folder = await opendir(config.root).catch((error: unknown) => {
+        const code = (error as NodeJS.ErrnoException).code ?? String(error);
+        throw new Error(`root ${config.root} is not a readable folder (${code})`);
+      });
+      await folder.close();
+      signal.throwIfAborted();
     },
 
     async close(): Promise<void> {},

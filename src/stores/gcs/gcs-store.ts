@@ -11,7 +11,14 @@ import {
   transientAnswer,
   transientTransport,
 } from '../cloud-http.ts';
-import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
+import {
+  type ByteRange,
+  type ObjectVersion,
+  probeScopes,
+  type ReadOptions,
+  type ReadResult,
+  type Store,
+} from '../store.ts';
 
 /** Largest error body read to build a message; the rest is dropped with the socket. */
 const MAX_ERROR_BODY_BYTES = 16 * 1024;
@@ -224,6 +231,22 @@ export function createGcsStore(config: GcsStoreConfig): Store {
         res.destroy();
         throw error;
       }
+    },
+
+    probe(locations: readonly string[], signal: AbortSignal): Promise<void> {
+      // List one object name: needs only storage.objects.list (roles/storage.objectViewer), not buckets.get.
+      return probeScopes(
+        locations,
+        (location) => parseGcsLocation(location).bucket,
+        async (bucket) => {
+          const url = new URL(`${apiEndpoint}/storage/v1/b/${encodeURIComponent(bucket)}/o`);
+          url.searchParams.set('maxResults', '1');
+          url.searchParams.set('fields', 'kind');
+          const res = await send(url, { Accept: 'application/json' }, signal);
+          const text = await readText(res, signal, `gs://${bucket}`);
+          if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`);
+        },
+      );
     },
 
     async close(): Promise<void> {

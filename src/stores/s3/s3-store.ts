@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import {
   GetObjectCommand,
   type GetObjectCommandOutput,
+  HeadBucketCommand,
   HeadObjectCommand,
   S3Client,
   type S3ClientConfig,
@@ -18,7 +19,14 @@ import {
   transientAnswer,
   transientTransport,
 } from '../cloud-http.ts';
-import type { ByteRange, ObjectVersion, ReadOptions, ReadResult, Store } from '../store.ts';
+import {
+  type ByteRange,
+  type ObjectVersion,
+  probeScopes,
+  type ReadOptions,
+  type ReadResult,
+  type Store,
+} from '../store.ts';
 
 /**
  * Amazon S3 (and S3-compatible endpoints): `s3://bucket/key`, read with
@@ -125,6 +133,17 @@ export function createS3Store(config: S3StoreConfig): Store {
         pin,
         signal,
       });
+    },
+
+    probe(locations: readonly string[], signal: AbortSignal): Promise<void> {
+      // HeadBucket needs s3:ListBucket, which a reader of the bucket normally has; it reads no object.
+      return probeScopes(
+        locations,
+        (location) => parseS3Location(location).bucket,
+        async (bucket) => {
+          await client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal: signal });
+        },
+      );
     },
 
     async close(): Promise<void> {
