@@ -10,7 +10,6 @@ import {
   type JWK,
   type LocalJWKSet,
 } from 'jose';
-import type { SignerConfig } from '../config/config.types.ts';
 import { KeyFileError, loadJwksFile } from '../keys.ts';
 import type { RejectionReason } from './catalog.types.ts';
 import { ManifestError, validateManifest } from './manifest.ts';
@@ -25,6 +24,13 @@ export type ReleaseAlgorithm = (typeof RELEASE_ALGORITHMS)[number];
 
 export function isReleaseAlgorithm(value: unknown): value is ReleaseAlgorithm {
   return typeof value === 'string' && (RELEASE_ALGORITHMS as readonly string[]).includes(value);
+}
+
+/** A signer whose key source is a JWKS file (modelgate's own JWS releases). */
+export interface JwksSignerConfig {
+  name: string;
+  jwksFile: string;
+  environments: readonly string[];
 }
 
 /** A configured signer with its public keys loaded. */
@@ -110,7 +116,7 @@ export async function signManifest(
 }
 
 /** Loads every signer's JWKS file. Throws KeyFileError naming the first bad file. */
-export async function loadSigners(configs: readonly SignerConfig[]): Promise<LoadedSigner[]> {
+export async function loadSigners(configs: readonly JwksSignerConfig[]): Promise<LoadedSigner[]> {
   return Promise.all(configs.map((config) => loadSigner(config)));
 }
 
@@ -118,7 +124,7 @@ export async function loadSigners(configs: readonly SignerConfig[]): Promise<Loa
  * Loads one signer's public keys. Every key needs a `kid`: releases name
  * their key by `kid`, so a key without one could never be chosen.
  */
-export async function loadSigner(config: SignerConfig): Promise<LoadedSigner> {
+export async function loadSigner(config: JwksSignerConfig): Promise<LoadedSigner> {
   const jwks = await loadJwksFile(config.jwksFile);
   const kids = new Set<string>();
   jwks.keys.forEach((key, i) => {

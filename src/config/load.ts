@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { parse, parseDocument } from 'yaml';
+import { compileGates, exceptionConfigProblems } from '../policy/build-policy.ts';
 import { dedupeProblems, describeAjvError, formatPath } from '../schema-problems.ts';
 import type { ModelgateConfig } from './config.types.ts';
 import { configSchema } from './schema.ts';
@@ -79,6 +80,14 @@ function resolvePath(base: string, value: string | undefined): string | undefine
   return isAbsolute(value) ? value : resolve(base, value);
 }
 
+/** A signer's key files (any kind) made absolute. */
+function resolveKeySource(signer: ModelgateConfig['attestors'][number], base: string): void {
+  if (signer.jwksFile !== undefined) signer.jwksFile = resolve(base, signer.jwksFile);
+  if (signer.publicKeyFile !== undefined) signer.publicKeyFile = resolve(base, signer.publicKeyFile);
+  if (signer.certificate !== undefined) signer.certificate.caFile = resolve(base, signer.certificate.caFile);
+  if (signer.sigstore !== undefined) signer.sigstore.trustedRoot = resolve(base, signer.sigstore.trustedRoot);
+}
+
 /** Makes every file path in the configuration absolute, relative to the configuration file's folder. */
 function resolvePaths(config: ModelgateConfig, base: string): void {
   const tls = config.listen.tls;
@@ -93,7 +102,9 @@ function resolvePaths(config: ModelgateConfig, base: string): void {
   for (const issuer of config.issuers) {
     if (issuer.jwksFile) issuer.jwksFile = resolvePath(base, issuer.jwksFile)!;
   }
-  for (const signer of config.signers) signer.jwksFile = resolvePath(base, signer.jwksFile)!;
+  for (const signer of [...config.signers, ...config.upstreamSigners, ...config.attestors]) {
+    resolveKeySource(signer, base);
+  }
   if (config.breakGlass) config.breakGlass.jwksFile = resolvePath(base, config.breakGlass.jwksFile)!;
 }
 
@@ -151,11 +162,35 @@ function crossReferenceProblems(raw: unknown): ConfigProblem[] {
     signers: listOrEmpty(shaped.signers),
     environments: isRecord(shaped.environments) ? shaped.environments : {},
   } as unknown as ModelgateConfig;
+  let problems: ConfigProblem[] = [];
   try {
-    return checkConfigSemantics(candidate);
+    problems = checkConfigSemantics(candidate);
   } catch {
-    return [];
+    // A shape too broken to walk: the schema problems already say why.
   }
+  return [...problems, ...policyProblems(shaped)];
+}
+
+/** Attestation conditions, attestor references and the exception register (docs/attestations.md). */
+function policyProblems(shaped: Partial<Record<keyof ModelgateConfig, unknown>>): ConfigProblem[] {
+  const policy = {
+    environments: isRecord(shaped.environments) ? shaped.environments : {},
+    attestors: Array.isArray(shaped.attestors) ? shaped.attestors.filter(isRecord) : [],
+    exceptions: Array.isArray(shaped.exceptions) ? shaped.exceptions.filter(isRecord) : [],
+    exceptionMaxDays: typeof shaped.exceptionMaxDays === 'number' ? shaped.exceptionMaxDays : 30,
+  } as unknown as Parameters<typeof compileGates>[0];
+  const problems: ConfigProblem[] = [];
+  try {
+    problems.push(...compileGates(policy).problems);
+  } catch {
+    // Malformed requiredAttestations: reported by the schema.
+  }
+  try {
+    problems.push(...exceptionConfigProblems(policy));
+  } catch {
+    // Malformed exceptions: reported by the schema.
+  }
+  return problems;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

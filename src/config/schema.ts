@@ -9,6 +9,8 @@
  * field is one edit here. Everything is written `as const` for that reason.
  */
 
+import { KEY_SOURCE_ONE_OF, SIGNER_PROPERTIES } from '../trust/signer-schema.ts';
+
 const seconds = <D extends number>(defaultValue: D, minimum = 0) =>
   ({ type: 'number', minimum, default: defaultValue }) as const;
 const nonEmptyString = { type: 'string', minLength: 1 } as const;
@@ -310,15 +312,42 @@ export const configSchema = {
     signers: {
       type: 'array',
       default: [],
+      description: 'Who may sign releases, each with exactly one key source (docs/trust.md "Signer kinds").',
       items: {
         type: 'object',
         additionalProperties: false,
-        required: ['name', 'jwksFile', 'environments'],
+        required: ['name', 'environments'],
         properties: {
           name: nonEmptyString,
-          jwksFile: nonEmptyString,
           environments: nonEmptyList(nonEmptyString),
+          ...SIGNER_PROPERTIES,
         },
+        oneOf: KEY_SOURCE_ONE_OF,
+      },
+    },
+    upstreamSigners: {
+      type: 'array',
+      default: [],
+      description:
+        'OMS signers whose evidence (written by `modelgate intake`) releases of their models must carry (docs/trust.md).',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'models'],
+        properties: { name: nonEmptyString, models: nonEmptyList(nonEmptyString), ...SIGNER_PROPERTIES },
+        oneOf: KEY_SOURCE_ONE_OF,
+      },
+    },
+    attestors: {
+      type: 'array',
+      default: [],
+      description: 'Who may sign attestations (docs/attestations.md); same key sources as signers.',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name'],
+        properties: { name: nonEmptyString, ...SIGNER_PROPERTIES },
+        oneOf: KEY_SOURCE_ONE_OF,
       },
     },
     environments: {
@@ -331,8 +360,77 @@ export const configSchema = {
           mode: { enum: ['enforce', 'audit'], default: 'enforce' },
           enforceFrom: nonEmptyString,
           digestRefsOnly: { type: 'boolean', default: true },
+          requiredAttestations: {
+            type: 'array',
+            default: [],
+            description: 'Attestations a release needs to be admissible here (docs/attestations.md).',
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['name', 'predicateType', 'attestors'],
+              properties: {
+                name: nonEmptyString,
+                predicateType: nonEmptyString,
+                attestors: nonEmptyList(nonEmptyString),
+                conditions: {
+                  type: 'array',
+                  default: [],
+                  items: {
+                    type: 'object',
+                    additionalProperties: false,
+                    required: ['path'],
+                    properties: {
+                      path: nonEmptyString,
+                      equals: {},
+                      in: { type: 'array', minItems: 1, items: {} },
+                      matches: nonEmptyString,
+                      exists: { const: true },
+                      absent: { const: true },
+                    },
+                  },
+                },
+              },
+            },
+          },
+          lineage: {
+            type: 'object',
+            additionalProperties: false,
+            description: 'Releases that must prove their parent (docs/attestations.md "Lineage").',
+            properties: {
+              requireParentFor: { type: 'array', items: nonEmptyString, default: [] },
+              parentEnvironments: nonEmptyList(nonEmptyString),
+            },
+          },
         },
       },
+    },
+    exceptions: {
+      type: 'array',
+      default: [],
+      description:
+        'The exception register: owned, justified, expiring waivers (docs/attestations.md "Exceptions").',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'owner', 'justification', 'environment', 'waive', 'created', 'expires'],
+        properties: {
+          id: nonEmptyString,
+          owner: nonEmptyString,
+          justification: nonEmptyString,
+          environment: nonEmptyString,
+          release: nonEmptyString,
+          models: nonEmptyList(nonEmptyString),
+          waive: nonEmptyList(nonEmptyString),
+          created: nonEmptyString,
+          expires: nonEmptyString,
+        },
+      },
+    },
+    exceptionMaxDays: {
+      type: 'integer',
+      minimum: 1,
+      default: 30,
+      description: 'Longest an exception may run, from created to expires, in days.',
     },
     breakGlass: {
       type: 'object',

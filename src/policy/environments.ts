@@ -4,13 +4,13 @@ import type { Metrics } from '../telemetry/metrics.ts';
 import type { EnvironmentPolicy, EnvironmentState } from './policy.types.ts';
 
 export interface CreateEnvironmentPolicyOptions {
-  environments: Record<string, EnvironmentConfig>;
+  environments: Record<string, Pick<EnvironmentConfig, 'mode' | 'digestRefsOnly'> & { enforceFrom?: string }>;
   clock?: Clock;
   metrics?: Metrics;
 }
 
 interface ConfiguredEnvironment {
-  config: EnvironmentConfig;
+  config: CreateEnvironmentPolicyOptions['environments'][string];
   /** `enforceFrom` parsed once, in milliseconds since the epoch. */
   enforceFromMs: number | undefined;
 }

@@ -2,6 +2,7 @@ import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createServer as createHttpServer, type Server, type ServerOptions } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { dirname } from 'node:path';
 import { type AdmissionListener, startConfiguredAdmission } from '../admission/listener.ts';
 import { createCatalog } from '../catalog/catalog.ts';
 import type { Catalog } from '../catalog/catalog.types.ts';
@@ -17,6 +18,7 @@ import type { EnvironmentPolicy } from '../policy/policy.types.ts';
 import { createStores, type StoreSet } from '../stores/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
+import { toSignerSpec } from '../trust/signer-config.ts';
 import { type AdminDeps, createAdminHandler, type ReadinessReport } from './admin.ts';
 import { createHandler } from './handler.ts';
 import { createReadiness } from './readiness.ts';
@@ -82,7 +84,16 @@ export async function createApp(options: AppOptions): Promise<App> {
   const clock = options.clock ?? systemClock;
   const metrics = options.metrics ?? createMetrics();
   const stores: StoreSet = await createStores(config.stores);
-  const catalog = createCatalog({ config: config.catalog, signers: config.signers, logger, metrics, clock });
+  const catalog = createCatalog({
+    config: config.catalog,
+    signers: config.signers.map(toSignerSpec),
+    upstreamSigners: config.upstreamSigners.map(toSignerSpec),
+    attestors: config.attestors.map(toSignerSpec),
+    baseDir: dirname(config.source),
+    logger,
+    metrics,
+    clock,
+  });
   const authenticator = createAuthenticator({
     issuers: config.issuers,
     serviceAccounts: config.serviceAccounts,

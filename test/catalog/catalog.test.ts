@@ -6,8 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import { createCatalog } from '../../src/catalog/catalog.ts';
 import type { Catalog } from '../../src/catalog/catalog.types.ts';
 import type { Manifest } from '../../src/catalog/release.types.ts';
+import type { CatalogSigner } from '../../src/catalog/release-verifier.ts';
 import { canonicalJson } from '../../src/catalog/signature.ts';
-import type { SignerConfig } from '../../src/config/config.types.ts';
 import { isModelgateError } from '../../src/errors.ts';
 import { KeyFileError } from '../../src/keys.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
@@ -39,7 +39,7 @@ interface Harness {
 let root: string;
 let trusted: TestSigner;
 let stranger: TestSigner;
-let signerConfigs: SignerConfig[];
+let signerConfigs: CatalogSigner[];
 const catalogs: Catalog[] = [];
 
 before(async () => {
@@ -59,7 +59,7 @@ after(async () => {
 let harnessCount = 0;
 
 /** A catalog over a fresh folder, with logs captured as parsed JSON lines and its own metrics registry. */
-async function createHarness(signers: SignerConfig[] = signerConfigs): Promise<Harness> {
+async function createHarness(signers: CatalogSigner[] = signerConfigs): Promise<Harness> {
   const dir = join(root, `catalog-${harnessCount++}`);
   await mkdir(dir);
   const lines: LogLine[] = [];

@@ -7,7 +7,7 @@ import { createMetrics, type Metrics } from '../../src/telemetry/metrics.ts';
 const ENFORCE_FROM = '2027-01-15T00:00:00Z';
 const ENFORCE_FROM_MS = Date.parse(ENFORCE_FROM);
 
-const environments: Record<string, EnvironmentConfig> = {
+const environments: Record<string, Omit<EnvironmentConfig, 'requiredAttestations'>> = {
   prod: { mode: 'enforce', digestRefsOnly: true },
   staging: { mode: 'audit', enforceFrom: ENFORCE_FROM, digestRefsOnly: false },
   dev: { mode: 'audit', digestRefsOnly: false },
