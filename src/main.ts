@@ -5,6 +5,7 @@ import type { Command } from './commands/command.types.ts';
 import { fetchCommand } from './commands/fetch.ts';
 import { intakeCommand } from './commands/intake.ts';
 import { keygenCommand } from './commands/keygen.ts';
+import { reportCommand } from './commands/report.ts';
 import { serveCommand } from './commands/serve.ts';
 import { signCommand } from './commands/sign.ts';
 import { tokenCommand } from './commands/token.ts';
@@ -18,6 +19,7 @@ const commands: Command[] = [
   verifyCommand,
   intakeCommand,
   attestCommand,
+  reportCommand,
   breakGlassCommand,
   tokenCommand,
 ];
