@@ -159,6 +159,8 @@ const ALLOWED_LABEL_VALUES: Record<string, (value: string) => boolean> = {
   incident: (v) => /^INC-[0-9]+$/.test(v),
   service_account: (v) => ['fraud-inference', 'other-team'].includes(v),
   le: (v) => v === '+Inf' || Number.isFinite(Number(v)),
+  // Signer names come from the configuration (the harness configures one, `release`).
+  signer: (v) => v === 'release',
 };
 
 /** `modelgate_source_requests_total` counts reads of a store, with outcomes of its own. */
