@@ -29,6 +29,14 @@ export interface LimitsConfig {
   shutdownGraceSeconds: number;
 }
 
+/** Supervision of the worker processes of `serve --workers N` (N > 1). */
+export interface WorkersConfig {
+  /** Delay before a worker that died is replaced; doubles with each failure in a row. */
+  restartInitialSeconds: number;
+  /** Cap of that delay. A worker that stays ready for twice this long starts the sequence over. */
+  restartMaxSeconds: number;
+}
+
 export interface TransferConfig {
   /** Chunk reads in flight per chunk-mode transfer; memory per transfer ≈ readAhead × chunkSize. */
   readAhead: number;
@@ -173,6 +181,7 @@ export interface ModelgateConfig {
   listen: ListenConfig;
   admin: AdminConfig;
   limits: LimitsConfig;
+  workers: WorkersConfig;
   transfer: TransferConfig;
   stores: StoresConfig;
   catalog: CatalogConfig;

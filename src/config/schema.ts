@@ -62,6 +62,15 @@ export const configSchema = {
         shutdownGraceSeconds: seconds(30),
       },
     },
+    workers: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        restartInitialSeconds: seconds(1, 0.01),
+        restartMaxSeconds: seconds(30, 0.01),
+      },
+    },
     transfer: {
       type: 'object',
       additionalProperties: false,

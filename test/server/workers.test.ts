@@ -53,13 +53,18 @@ describe('serve --workers 2', () => {
       try {
         const ready = (await (await fetch(`${proxy.adminUrl}/readyz`)).json()) as {
           ready: boolean;
-          checks: { workers: { detail: { expected: number; answered: number } } };
+          checks: {
+            workers: { ok: boolean; reason?: string; detail: { expected: number; ready: number } };
+          };
         };
         assert.equal(ready.ready, true);
-        assert.deepEqual(ready.checks.workers.detail, { expected: 2, answered: 2 });
+        assert.equal(ready.checks.workers.ok, true);
+        assert.equal(ready.checks.workers.reason, undefined, 'no worker is degraded');
+        assert.equal(ready.checks.workers.detail.expected, 2);
+        assert.equal(ready.checks.workers.detail.ready, 2);
         const requests = 20;
         for (let i = 0; i < requests; i++) {
-          // A new connection each time, so the primary's round robin hands them to both workers.
+          // A new connection each time: whichever worker accepts it from the shared socket answers.
           const res = await fetch(`${proxy.dataUrl}${path}`, {
             headers: { authorization: `Bearer ${token}`, connection: 'close' },
           });
@@ -75,6 +80,8 @@ describe('serve --workers 2', () => {
           sampleSum(text, 'modelgate_bytes_served_total', { store: 'file' }),
           requests * bytes.length,
         );
+        assert.equal(sampleSum(text, 'modelgate_workers', { state: 'ready' }), 2);
+        assert.equal(sampleSum(text, 'modelgate_worker_restarts_total'), 0);
         const listening = proxy.logs.filter((l) => l.msg === 'modelgate listening');
         assert.equal(listening.at(-1)?.workers, 2);
       } finally {
