@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
 import { buildManifest, releaseDigest, signRelease, writeRelease } from '../helpers/releases.ts';
 import { createServeFixture, type ServeFixture } from '../helpers/serve-fixture.ts';
-import { type ServeProcess, startServeProcess, waitForLog } from '../helpers/serve-process.ts';
+import { type ServeProcess, startServeProcess } from '../helpers/serve-process.ts';
 import { type Exchange, startTraffic, unexplainedFailures } from './traffic.ts';
 
 /** Fault tests of issue 12, finding 1: workers of `serve --workers 2` dying, crash-looping and signalled. */
@@ -168,6 +168,151 @@ describe('serve --workers 2 under worker faults', () => {
         assert.equal(sampleSum(text, 'modelgate_worker_restarts_total', { reason: 'signal' }), 10);
         assert.equal(sampleSum(text, 'modelgate_workers', { state: 'ready' }), 2);
       } finally {
+        assert.equal(await proxy.stop('SIGTERM'), 0);
+      }
+    });
+  });
+
+  describe('when 50 SIGHUPs in 5 s reach the primary, and starting workers directly, while workers restart', () => {
+    // Broke before: the primary forwarded SIGHUP as a signal to every worker, and a worker still loading
+    // its modules had no handler yet, so SIGHUP's default action killed it; after a dozen, the primary.
+    it('kills no worker, keeps the primary up and answers every new connection', async () => {
+      const proxy = await startServeProcess(['--config', config, '--workers', '2']);
+      const primary = proxy.child.pid;
+      assert.ok(typeof primary === 'number');
+      const kills: number[] = [];
+      const victims: number[] = [];
+      const hupedWhileStarting = new Set<number>();
+      try {
+        const load = traffic(proxy);
+        const stormEnds = Date.now() + 5000;
+        const storm = (async () => {
+          for (let i = 0; i < 50; i++) {
+            process.kill(primary, 'SIGHUP');
+            await sleep(100);
+          }
+        })();
+        // SIGHUPs straight at each worker that has announced itself but is not ready yet.
+        const direct = (async () => {
+          while (Date.now() < stormEnds) {
+            const ready = new Set(proxy.logs.filter((l) => l.event === 'worker_ready').map((l) => l.pid));
+            for (const line of proxy.logs) {
+              const pid = line.pid;
+              if (line.event !== 'worker_booting' || typeof pid !== 'number' || ready.has(pid)) continue;
+              if (killQuietly(pid, 'SIGHUP')) hupedWhileStarting.add(pid);
+            }
+            await sleep(20);
+          }
+        })();
+        // Keep a worker starting for as much of the storm as possible.
+        const killer = (async () => {
+          for (let i = 0; Date.now() < stormEnds; i++) {
+            const status = await waitForReadyWorkers(proxy.adminUrl, 2);
+            const victim = status.checks.workers.detail.workers[i % 2]?.pid;
+            assert.ok(typeof victim === 'number');
+            kills.push(performance.now());
+            victims.push(victim);
+            process.kill(victim, 'SIGKILL');
+          }
+        })();
+        await Promise.all([storm, direct, killer]);
+        const recovered = await waitForReadyWorkers(proxy.adminUrl, 2);
+        const exchanges = await load.stop();
+
+        assert.equal(proxy.child.exitCode, null, 'the primary is still running');
+        assert.equal(recovered.ready, true);
+        assert.ok(kills.length >= 2, 'workers restarted during the storm');
+        assert.ok(hupedWhileStarting.size >= 1, 'a starting worker was sent SIGHUP directly');
+        // The only workers that died are those this test killed: none of SIGHUP.
+        const exits = proxy.logs.filter((l) => l.event === 'worker_exit');
+        assert.deepEqual(
+          exits.map((l) => [l.pid, l.signal]),
+          victims.map((pid) => [pid, 'SIGKILL']),
+        );
+        assert.deepEqual(unexplainedFailures(exchanges, kills), []);
+        assertAnsweredAfterEachKill(exchanges, kills);
+        // The SIGHUPs did their job: workers re-scanned the catalog.
+        assert.ok(
+          proxy.logs.some((l) => l.event === 'reload' && l.msg === 'SIGHUP: re-scanning the catalog'),
+        );
+      } finally {
+        assert.equal(await proxy.stop('SIGTERM'), 0);
+      }
+    });
+  });
+
+  describe('when a replacement worker fails at every start (a signer key file broken after start-up)', () => {
+    it('keeps serving through the other worker, names the crash loop in /readyz and backs off', async () => {
+      const crashConfig = await fixture.writeConfig('crash-loop.yaml', {
+        workers: { restartInitialSeconds: 0.25, restartMaxSeconds: 2 },
+      });
+      const keys = await readFile(fixture.signer.jwksFile);
+      const proxy = await startServeProcess(['--config', crashConfig, '--workers', '2']);
+      try {
+        const status = await waitForReadyWorkers(proxy.adminUrl, 2);
+        const victim = status.checks.workers.detail.workers[1]?.pid;
+        assert.ok(typeof victim === 'number');
+        // A botched key rotation: running workers keep the keys they loaded, a new one cannot start.
+        await writeFile(fixture.signer.jwksFile, '{"keys": [');
+        process.kill(victim, 'SIGKILL');
+
+        let text = '';
+        const deadline = Date.now() + 40_000;
+        while (sampleSum(text, 'modelgate_worker_restarts_total', { reason: 'start_failed' }) < 4) {
+          assert.ok(Date.now() < deadline, 'the restart counter did not reach 4');
+          // Meanwhile every request is served, verified, by worker 1.
+          const res = await fetch(`${proxy.dataUrl}${downloadPath}`, {
+            headers: { authorization: `Bearer ${token}`, connection: 'close' },
+          });
+          assert.equal(res.status, 200);
+          assert.equal(
+            createHash('sha256')
+              .update(Buffer.from(await res.arrayBuffer()))
+              .digest('hex'),
+            sha256,
+          );
+          text = await metricsText(proxy.adminUrl);
+        }
+        assert.equal(sampleSum(text, 'modelgate_workers', { state: 'ready' }), 1);
+        assert.equal(proxy.child.exitCode, null, 'the primary is still running');
+
+        const degraded = await readyz(proxy.adminUrl);
+        assert.equal(degraded.status, 200, 'ready while one worker serves');
+        assert.equal(degraded.checks.workers.detail.ready, 1);
+        assert.match(
+          degraded.checks.workers.reason ?? '',
+          /^1 of 2 workers ready; worker 2 is crash-looping/,
+        );
+        const slot = degraded.checks.workers.detail.workers[1];
+        assert.ok(slot && slot.failures >= 4 && slot.state !== 'ready');
+        assert.equal(slot.lastExit?.phase, 'starting');
+        assert.match(slot.lastExit?.error ?? '', /jwks|JSON|key/i);
+
+        // Growing backoff: each start failure doubles the delay up to the cap, and no restart came early.
+        const exits = proxy.logs.filter((l) => l.event === 'worker_exit' && l.phase === 'starting');
+        const delays = exits.map((l) => Number(l.delayMs));
+        assert.ok(delays.length >= 3);
+        for (let i = 1; i < delays.length; i++) {
+          assert.equal(delays[i], Math.min(2000, 2 * (delays[i - 1] ?? 0)));
+        }
+        assert.equal(delays.at(-1), 2000);
+        const starts = proxy.logs.filter((l) => l.event === 'worker_started' && l.worker === 2);
+        for (const exit of exits) {
+          const next = starts.find((l) => Date.parse(String(l.time)) >= Date.parse(String(exit.time)));
+          if (!next) continue; // still in backoff
+          const gap = Date.parse(String(next.time)) - Date.parse(String(exit.time));
+          assert.ok(
+            gap >= Number(exit.delayMs) - 5,
+            `restarted after ${gap} ms, backoff was ${exit.delayMs} ms`,
+          );
+        }
+
+        // Repaired: the next attempt succeeds and readiness is whole again.
+        await writeFile(fixture.signer.jwksFile, keys);
+        const recovered = await waitForReadyWorkers(proxy.adminUrl, 2);
+        assert.equal(recovered.checks.workers.reason, undefined);
+      } finally {
+        await writeFile(fixture.signer.jwksFile, keys);
         assert.equal(await proxy.stop('SIGTERM'), 0);
       }
     });

@@ -90,19 +90,3 @@ export async function startServeProcess(
     },
   };
 }
-
-/** Resolves with the first log line (so far or to come) that matches; rejects after `timeoutMs`. */
-export async function waitForLog(
-  proc: Pick<ServeProcess, 'logs' | 'stderr'>,
-  match: (line: Record<string, unknown>) => boolean,
-  timeoutMs = 20_000,
-): Promise<Record<string, unknown>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = proc.logs.find(match);
-    if (found) return found;
-    if (Date.now() > deadline)
-      throw new Error(`no matching log line within ${timeoutMs} ms:\n${proc.stderr()}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
