@@ -10,9 +10,19 @@ import type { WorkerMessage } from './worker-protocol.types.ts';
 const hup = holdSignal('SIGHUP');
 process.send?.({ type: 'modelgate:booting' } satisfies WorkerMessage);
 
+// The primary is gone (it crashed or was killed): exit at once and free the port, as the primary's
+// supervisor (Kubernetes) restarts the whole process tree. Installed before start-up, because a
+// worker that is starting would otherwise wait forever for the primary to answer its listen().
+const onPrimaryGone = () => {
+  process.stderr.write('modelgate worker: primary process exited; worker stopping\n');
+  process.exit(1);
+};
+process.once('disconnect', onPrimaryGone);
+
 try {
   const { runWorker } = await import('./worker.ts');
   const code = await runWorker(process.argv.slice(2), hup);
+  process.off('disconnect', onPrimaryGone);
   process.exitCode = code;
   // The IPC channel keeps the event loop alive: close it so the worker exits as soon as it has
   // drained (the primary waits for that), and only then, as a last resort, force the exit.

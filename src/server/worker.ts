@@ -82,20 +82,11 @@ export async function runWorker(argv: string[], hup: SignalGate): Promise<number
   });
   // A SIGHUP sent to this process directly (kill -HUP on the process group) reloads too.
   hup.route(() => reloadCatalog(app, logger));
-  // The primary is gone (it crashed or was killed): exit at once and free the port, as the primary's
-  // supervisor (Kubernetes) restarts the whole process tree; a graceful drain has nobody to report to.
-  const onPrimaryGone = () => {
-    logger.error({ event: 'primary_gone' }, 'primary process exited; worker stopping');
-    logger.flush();
-    process.exit(1);
-  };
-  process.once('disconnect', onPrimaryGone);
   await sendToPrimary({ type: 'modelgate:ready', dataUrl: started.dataUrl });
 
   const signal = await waitForStopSignal();
   hup.route(() => logger.info({ event: 'reload_skipped' }, 'SIGHUP while stopping: ignored'));
   await drainApp(app, config, logger, signal);
-  process.off('disconnect', onPrimaryGone);
   logger.flush();
   return EXIT.ok;
 }
