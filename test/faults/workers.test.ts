@@ -123,12 +123,12 @@ describe('serve --workers 2 under worker faults', () => {
       dataUrl: proxy.dataUrl,
       token,
       probePath,
-      probes: 4,
-      probeIntervalMs: 20,
+      probes: 2,
+      probeIntervalMs: 25,
       downloadPath,
       downloadSha256: sha256,
       downloads: 20,
-      readDelayMs: 40,
+      readDelayMs: 80,
       timeoutMs: 10_000,
     });
 
