@@ -44,7 +44,7 @@ async function waitForReadyWorkers(adminUrl: string, count: number, timeoutMs = 
     const answer = await readyz(adminUrl);
     if (answer.status === 200 && answer.checks.workers.detail.ready === count) return answer;
     if (Date.now() > deadline) throw new Error(`not ${count} ready workers: ${JSON.stringify(answer)}`);
-    await sleep(100);
+    await sleep(50);
   }
 }
 
@@ -111,9 +111,9 @@ describe('serve --workers 2 under worker faults', () => {
     await writeRelease(fixture.releases, 'f', jws);
     probePath = `/v1/models/f/releases/${releaseDigest(jws)}`;
     downloadPath = `${probePath}/files/f.bin`;
-    // Short backoff so ten restarts fit in a test; the doubling and the cap are what is under test.
+    // Short backoff so ten restarts fit in a test (the crash-loop test below checks the doubling and the cap).
     config = await fixture.writeConfig('modelgate.yaml', {
-      workers: { restartInitialSeconds: 0.1, restartMaxSeconds: 1 },
+      workers: { restartInitialSeconds: 0.05, restartMaxSeconds: 0.2 },
     });
   });
   after(() => fixture.remove());
@@ -143,7 +143,7 @@ describe('serve --workers 2 under worker faults', () => {
         const load = traffic(proxy);
         for (let i = 0; i < 10; i++) {
           const status = await waitForReadyWorkers(proxy.adminUrl, 2);
-          await sleep(100); // let new connections reach both workers
+          await sleep(50); // let new connections reach both workers
           const victim = status.checks.workers.detail.workers[i % 2]?.pid;
           assert.ok(typeof victim === 'number');
           kills.push(performance.now());
