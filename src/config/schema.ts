@@ -103,6 +103,15 @@ export const configSchema = {
         },
       },
     },
+    workers: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        restartInitialSeconds: seconds(1, 0.01),
+        restartMaxSeconds: seconds(30, 0.01),
+      },
+    },
     transfer: {
       type: 'object',
       additionalProperties: false,

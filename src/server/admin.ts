@@ -3,7 +3,8 @@ import type { Registry } from 'prom-client';
 
 export interface ReadinessReport {
   ready: boolean;
-  checks: Record<string, { ok: boolean; detail?: unknown }>;
+  /** `reason` says in a sentence what is wrong (or degraded, while `ok` still holds). */
+  checks: Record<string, { ok: boolean; reason?: string; detail?: unknown }>;
   /** Environments still in audit mode, and when each flips to enforce. */
   auditEnvironments: string[];
 }

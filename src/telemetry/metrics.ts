@@ -185,3 +185,40 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
     }),
   };
 }
+
+/** Why a worker was replaced: it died before it was ready, or while serving (by a signal, or with an exit code). */
+export type WorkerRestartReason = 'start_failed' | 'signal' | 'exit';
+
+/** Supervisor states of a worker of `serve --workers N`. */
+export type WorkerState = 'starting' | 'ready' | 'backoff';
+
+/**
+ * Metrics of the primary process of `serve --workers N`, in a registry of
+ * their own: the primary exposes them beside the workers' aggregated metrics,
+ * so no name may collide with those (no default process metrics here).
+ */
+export interface SupervisorMetrics {
+  readonly registry: Registry;
+  readonly workerRestarts: Counter<'reason'>;
+  readonly workers: Gauge<'state'>;
+}
+
+export function createSupervisorMetrics(): SupervisorMetrics {
+  const registry = new Registry();
+  const registers = [registry];
+  return {
+    registry,
+    workerRestarts: new Counter({
+      name: 'modelgate_worker_restarts_total',
+      help: 'Worker processes started to replace one that died, by how it died (start_failed, signal, exit).',
+      labelNames: ['reason'],
+      registers,
+    }),
+    workers: new Gauge({
+      name: 'modelgate_workers',
+      help: 'Worker processes by supervisor state: starting, ready (serving), backoff (dead, waiting to be replaced).',
+      labelNames: ['state'],
+      registers,
+    }),
+  };
+}
