@@ -1,14 +1,32 @@
-/** A file entry of a release manifest (SPEC §1). */
-export interface ManifestFile {
+/** What every file entry of a release manifest has (SPEC §1). */
+interface FileEntry {
   path: string;
   size: number;
   /** `sha256:` + 64 lowercase hex. */
   digest: string;
-  chunkSize?: number;
-  /** Lowercase hex SHA-256 of each consecutive chunkSize slice. */
-  chunks?: string[];
   sources: string[];
 }
+
+/** A file verified chunk by chunk (SPEC §2 chunk mode): ranges can be served and verified. */
+export interface ChunkedFile extends FileEntry {
+  chunkSize: number;
+  /** Lowercase hex SHA-256 of each consecutive chunkSize slice (none for an empty file). */
+  chunks: string[];
+}
+
+/** A file verified only as a whole (SPEC §2 whole-file mode): no ranges, last bytes held until it verified. */
+export interface WholeFile extends FileEntry {
+  chunkSize?: undefined;
+  chunks?: undefined;
+}
+
+/**
+ * A file entry of a release manifest. The signed JSON has no discriminator
+ * field (and must not grow one), so the presence of `chunks` tells the kinds
+ * apart: narrow with `isChunked` (catalog/manifest.ts), never read `chunks`
+ * as optional.
+ */
+export type ManifestFile = ChunkedFile | WholeFile;
 
 export interface Manifest {
   schema: 'modelgate/release/v1';

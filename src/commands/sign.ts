@@ -13,7 +13,7 @@ import {
   MAX_CHUNK_SIZE,
   MIN_CHUNK_SIZE,
 } from '../catalog/manifest.ts';
-import type { Manifest, ManifestFile } from '../catalog/release.types.ts';
+import type { ChunkedFile, Manifest, ManifestFile } from '../catalog/release.types.ts';
 import {
   isReleaseAlgorithm,
   type ReleaseAlgorithm,
@@ -292,7 +292,7 @@ async function walk(root: string): Promise<WalkedFile[]> {
   return files;
 }
 
-async function hashFile(file: WalkedFile, chunkSize: number): Promise<Omit<ManifestFile, 'sources'>> {
+async function hashFile(file: WalkedFile, chunkSize: number): Promise<Omit<ChunkedFile, 'sources'>> {
   // O_NOFOLLOW: the walk resolved symlinks; a file swapped for a symlink since must not be read.
   const handle = await open(file.absolute, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {

@@ -27,6 +27,14 @@ export interface LimitsConfig {
   maxHeaderBytes: number;
   /** On SIGTERM/SIGINT: seconds transfers in flight get to finish before the process exits. */
   shutdownGraceSeconds: number;
+  /**
+   * Slowest client read rate tolerated, measured only while the client owes a
+   * read (a write is pending); below it over `minClientRateWindowSeconds` the
+   * transfer is dropped. 0 disables the check (the idle timeout still applies).
+   */
+  minClientBytesPerSecond: number;
+  /** Seconds of owed time the client rate is measured over. */
+  minClientRateWindowSeconds: number;
 }
 
 export interface TransferConfig {
@@ -34,8 +42,14 @@ export interface TransferConfig {
   readAhead: number;
   /** Bytes of verified chunks kept in memory and shared between concurrent callers (0 disables). */
   chunkCacheBytes: number;
-  /** Live chunk memory (cache included) above which transfers stop reading ahead (soft limit). */
+  /**
+   * Hard cap on transfer memory live in the process (chunks being read,
+   * hashed, sent or cached, plus a fixed share per whole-file transfer);
+   * reads wait for memory instead of going over it.
+   */
   maxBufferedBytes: number;
+  /** Longest wait for transfer memory before the first byte; then 503 MG_OVERLOADED with Retry-After. */
+  memoryWaitSeconds: number;
   /** Hash on worker threads (true) or on the event loop (false). */
   hashWorkers: boolean | number;
   /** Retries of one piece after a broken or stalled source connection, before failing. */

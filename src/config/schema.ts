@@ -60,6 +60,9 @@ export const configSchema = {
         idleTimeoutSeconds: seconds(60, 0.001),
         maxHeaderBytes: { type: 'integer', minimum: 1024, maximum: 1048576, default: 32768 },
         shutdownGraceSeconds: seconds(30),
+        // 16 KiB/s over 30 s: a congested cross-zone link still moves MiB/s, so only a stalled or hostile reader is this slow.
+        minClientBytesPerSecond: { type: 'integer', minimum: 0, default: 16384 },
+        minClientRateWindowSeconds: { type: 'integer', minimum: 1, maximum: 3600, default: 30 },
       },
     },
     transfer: {
@@ -70,6 +73,7 @@ export const configSchema = {
         readAhead: { type: 'integer', minimum: 1, maximum: 64, default: 4 },
         chunkCacheBytes: { type: 'integer', minimum: 0, default: 67108864 },
         maxBufferedBytes: { type: 'integer', minimum: 0, default: 100663296 },
+        memoryWaitSeconds: seconds(10, 0.001),
         hashWorkers: {
           anyOf: [{ type: 'boolean' }, { type: 'integer', minimum: 1, maximum: 64 }],
           default: true,

@@ -1,7 +1,7 @@
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createServer as createHttpServer, type Server, type ServerOptions } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { createCatalog } from '../catalog/catalog.ts';
 import type { Catalog } from '../catalog/catalog.types.ts';
 import { type Clock, systemClock } from '../clock.ts';
@@ -10,6 +10,7 @@ import { createAuthenticator } from '../identity/authenticator.ts';
 import type { Authenticator } from '../identity/authenticator.types.ts';
 import { type ChunkFetcher, createChunkFetcher } from '../integrity/chunk-fetcher.ts';
 import { createInlineHasher, createWorkerHasher, type Hasher } from '../integrity/hasher.ts';
+import { createMemoryBudget } from '../integrity/memory-budget.ts';
 import { createBreakGlassVerifier } from '../policy/break-glass.ts';
 import { createEnvironmentPolicy, describeAuditEnvironments } from '../policy/environments.ts';
 import type { EnvironmentPolicy } from '../policy/policy.types.ts';
@@ -70,6 +71,11 @@ function listen(server: Server, port: number, address: string): Promise<void> {
   });
 }
 
+/** How often Node checks header and request timeouts: a quarter of the headers timeout, at most 1 s, at least 10 ms. */
+export function connectionsCheckingIntervalMs(headersTimeoutMs: number): number {
+  return Math.max(10, Math.min(Math.floor(headersTimeoutMs / 4), 1000));
+}
+
 function readTls(tls: TlsConfig) {
   return { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
 }
@@ -94,12 +100,21 @@ export async function createApp(options: AppOptions): Promise<App> {
   const hasher: Hasher =
     workers === false
       ? createInlineHasher()
-      : createWorkerHasher(typeof workers === 'number' ? workers : undefined);
-  const fetcher = createChunkFetcher({
-    hasher,
-    cacheBytes: config.transfer.chunkCacheBytes,
-    maxBufferedBytes: config.transfer.maxBufferedBytes,
+      : createWorkerHasher({
+          ...(typeof workers === 'number' ? { size: workers } : {}),
+          onWorkerExit(reason) {
+            metrics.hashWorkerRestarts.inc();
+            logger.warn({ event: 'hash_worker_exit', reason }, 'hash worker died; replaced');
+          },
+        });
+  const budget = createMemoryBudget({
+    maxBytes: config.transfer.maxBufferedBytes,
+    observe(inUseBytes, waiting) {
+      metrics.transferMemoryBytes.set(inUseBytes);
+      metrics.transferMemoryWaiting.set(waiting);
+    },
   });
+  const fetcher = createChunkFetcher({ hasher, cacheBytes: config.transfer.chunkCacheBytes, budget });
 
   let active = 0;
   let draining = false;
@@ -123,7 +138,12 @@ export async function createApp(options: AppOptions): Promise<App> {
     breakGlass,
     stores,
     fetcher,
+    budget,
     transfer: config.transfer,
+    pacing: {
+      minBytesPerSecond: config.limits.minClientBytesPerSecond,
+      windowSeconds: config.limits.minClientRateWindowSeconds,
+    },
     metrics,
     logger,
     clock,
@@ -146,15 +166,23 @@ export async function createApp(options: AppOptions): Promise<App> {
     };
   };
 
+  const headersTimeoutMs = config.limits.headersTimeoutSeconds * 1000;
   const serverOptions: ServerOptions = {
     maxHeaderSize: config.limits.maxHeaderBytes,
-    headersTimeout: config.limits.headersTimeoutSeconds * 1000,
+    headersTimeout: headersTimeoutMs,
+    // Node checks the headers timeout only this often (default 30 s): a slowloris connection lived until then.
+    connectionsCheckingInterval: connectionsCheckingIntervalMs(headersTimeoutMs),
     // The request (headers; GET/HEAD have no body) must arrive within this; responses may take as long as they stream.
     requestTimeout: config.limits.headersTimeoutSeconds * 1000 + 1000,
     keepAliveTimeout: 5000,
     highWaterMark: DATA_HIGH_WATER_MARK,
   };
+  // Sockets with a response under way: an idle timeout there cut a stalled reader, not an idle keep-alive.
+  const inTransfer = new WeakSet<Socket>();
   const onRequest = (req: Parameters<typeof handle>[0], res: Parameters<typeof handle>[1]) => {
+    const socket = req.socket;
+    inTransfer.add(socket);
+    res.once('close', () => inTransfer.delete(socket));
     handle(req, res).catch((error: unknown) => logger.error({ err: error }, 'unhandled request error'));
   };
   const tls = config.listen.tls;
@@ -162,7 +190,12 @@ export async function createApp(options: AppOptions): Promise<App> {
     ? createHttpsServer({ ...serverOptions, ...readTls(tls) }, onRequest)
     : createHttpServer(serverOptions, onRequest);
   // Socket inactivity (a client that stops reading, or an idle keep-alive) closes the connection.
-  data.setTimeout(config.limits.idleTimeoutSeconds * 1000, (socket) => socket.destroy());
+  // Writes go out in slices (response-target.ts), so a slow but steady reader shows activity.
+  data.setTimeout(config.limits.idleTimeoutSeconds * 1000, (socket) => {
+    // Only a connection with a response under way was a stalled reader; an idle keep-alive is routine.
+    if (inTransfer.has(socket)) metrics.slowClientsDropped.inc({ reason: 'idle' });
+    socket.destroy();
+  });
   const admin = createHttpServer(
     { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 15_000 },
     createAdminHandler({
