@@ -13,6 +13,10 @@ export interface BufferPool {
   take(size: number): Uint8Array;
   /** Keeps a buffer for reuse; nothing may read or write it any more. A detached buffer is dropped. */
   give(buffer: ArrayBuffer): void;
+  /** Drops free buffers until at most `maxFreeBytes` are kept (they become garbage). */
+  trim(maxFreeBytes: number): void;
+  /** True when a free buffer of exactly `size` bytes is kept. */
+  has(size: number): boolean;
   stats(): { allocated: number; reused: number; freeBytes: number };
 }
 
@@ -43,6 +47,16 @@ export function createBufferPool(options: { maxFreeBytes: number }): BufferPool 
       list.push(buffer);
       freeBytes += buffer.byteLength;
     },
+    trim(limit) {
+      for (const [size, list] of free) {
+        while (freeBytes > limit && list.length > 0) {
+          list.pop();
+          freeBytes -= size;
+        }
+        if (list.length === 0) free.delete(size);
+      }
+    },
+    has: (size) => (free.get(size)?.length ?? 0) > 0,
     stats: () => ({ allocated, reused, freeBytes }),
   };
 }

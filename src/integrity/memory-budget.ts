@@ -62,14 +62,12 @@ const RETRY_AFTER_SECONDS = 5;
 
 export function createMemoryBudget(options: {
   maxBytes: number;
-  /** Free buffers kept for reuse; they sit outside the budget, so keep this small. */
-  maxFreeBytes?: number;
   /** Called whenever the bytes in use or the number of waiters change (metrics). */
   observe?(inUseBytes: number, waiting: number): void;
 }): MemoryBudget {
-  const pool = createBufferPool({
-    maxFreeBytes: options.maxFreeBytes ?? Math.min(32 * 1024 * 1024, options.maxBytes),
-  });
+  // Free buffers stay inside the budget too: bytes in use plus bytes kept free never exceed maxBytes,
+  // so all chunk memory the process allocated (not only what is in use) is bounded by the budget.
+  const pool = createBufferPool({ maxFreeBytes: options.maxBytes });
   const queue: Waiter[] = [];
   const reclaimers: Array<() => void> = [];
   let inUse = 0;
@@ -157,6 +155,8 @@ export function createMemoryBudget(options: {
     async leaseChunk(size, waitOptions) {
       await wait(size, waitOptions);
       const held = reservation(size);
+      // A new allocation must fit beside what is in use: free buffers of other sizes make room first.
+      if (!pool.has(size)) pool.trim(Math.max(0, options.maxBytes - inUse));
       let buffer = pool.take(size);
       let pooled = true;
       const release = () => {
