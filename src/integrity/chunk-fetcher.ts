@@ -150,6 +150,81 @@ function overloaded(ms: number) {
   });
 }
 
+/** Reads chunk `index` of the file from its sources into `lease.buffer`. */
+async function readChunkInto(
+  session: SourceSession<ChunkedFile>,
+  index: number,
+  lease: ChunkLease,
+  signal: AbortSignal,
+) {
+  const file = session.file;
+  const start = index * file.chunkSize;
+  const length = Math.min(file.chunkSize, file.size - start);
+  const last = index === file.chunks.length - 1;
+  const buffer = lease.buffer;
+  let filled = 0;
+  let extra = false;
+  const store = await readFromSources(
+    session,
+    { start, end: start + length + (last ? 1 : 0) },
+    {
+      target: buffer,
+      onDirect(bytesRead) {
+        filled = Math.min(bytesRead, length);
+        extra = bytesRead > length;
+      },
+      onData(bytes, offset) {
+        const at = offset - start;
+        const room = length - at;
+        if (bytes.length > room) extra = true;
+        const take = Math.min(bytes.length, Math.max(room, 0));
+        if (take > 0) buffer.set(take === bytes.length ? bytes : bytes.subarray(0, take), at);
+        filled = Math.max(filled, at + take);
+      },
+      resumeOffset() {
+        // A retried chunk is read again from its first byte: only whole chunks are verified.
+        filled = 0;
+        extra = false;
+        return start;
+      },
+    },
+    signal,
+  );
+  return { store, filled, extra, short: filled < length };
+}
+
+/** Adds a caller to a read in flight; the read is aborted when its last caller goes away. */
+function joinFlight(flight: InFlight, signal: AbortSignal, getOptions: GetOptions) {
+  return new Promise<ChunkResult>((resolve, reject) => {
+    const leave = (error: unknown) => {
+      clearTimeout(waiter.memoryTimer);
+      flight.waiters.delete(waiter);
+      signal.removeEventListener('abort', onAbort);
+      if (flight.waiters.size === 0) flight.controller.abort(error);
+      reject(error);
+    };
+    const onAbort = () => leave(signal.reason);
+    const waiter: Waiter = {
+      resolve(value) {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      reject(error) {
+        clearTimeout(waiter.memoryTimer);
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    };
+    flight.waiters.add(waiter);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const wait = getOptions.memoryWaitMs;
+    if (wait !== undefined && !flight.leased) {
+      waiter.memoryTimer = setTimeout(() => leave(overloaded(wait)), wait);
+    }
+  });
+}
+
 /**
  * Reads chunks for every transfer of the process. Concurrent requests for the
  * same chunk share one source read (fan-out of many pods to one model costs
@@ -181,48 +256,6 @@ export function createChunkFetcher(options: {
   let cacheHits = 0;
   let shared = 0;
 
-  async function fill(
-    session: SourceSession<ChunkedFile>,
-    index: number,
-    lease: ChunkLease,
-    signal: AbortSignal,
-  ) {
-    const file = session.file;
-    const start = index * file.chunkSize;
-    const length = Math.min(file.chunkSize, file.size - start);
-    const last = index === file.chunks.length - 1;
-    const buffer = lease.buffer;
-    let filled = 0;
-    let extra = false;
-    const store = await readFromSources(
-      session,
-      { start, end: start + length + (last ? 1 : 0) },
-      {
-        target: buffer,
-        onDirect(bytesRead) {
-          filled = Math.min(bytesRead, length);
-          extra = bytesRead > length;
-        },
-        onData(bytes, offset) {
-          const at = offset - start;
-          const room = length - at;
-          if (bytes.length > room) extra = true;
-          const take = Math.min(bytes.length, Math.max(room, 0));
-          if (take > 0) buffer.set(take === bytes.length ? bytes : bytes.subarray(0, take), at);
-          filled = Math.max(filled, at + take);
-        },
-        resumeOffset() {
-          // A retried chunk is read again from its first byte: only whole chunks are verified.
-          filled = 0;
-          extra = false;
-          return start;
-        },
-      },
-      signal,
-    );
-    return { store, filled, extra, short: filled < length };
-  }
-
   async function read(
     session: SourceSession<ChunkedFile>,
     index: number,
@@ -235,7 +268,12 @@ export function createChunkFetcher(options: {
     for (const waiter of flight.waiters) clearTimeout(waiter.memoryTimer);
     sourceReads++;
     try {
-      const { store, filled, extra, short } = await fill(session, index, lease, flight.controller.signal);
+      const { store, filled, extra, short } = await readChunkInto(
+        session,
+        index,
+        lease,
+        flight.controller.signal,
+      );
       const hashed = await hasher.digest(lease.buffer.subarray(0, filled), { owned: true });
       lease.adopt(hashed.data.buffer as ArrayBuffer);
       const expected = file.chunks[index] ?? '';
@@ -278,37 +316,6 @@ export function createChunkFetcher(options: {
     return flight;
   }
 
-  function join(flight: InFlight, signal: AbortSignal, getOptions: GetOptions) {
-    return new Promise<ChunkResult>((resolve, reject) => {
-      const leave = (error: unknown) => {
-        clearTimeout(waiter.memoryTimer);
-        flight.waiters.delete(waiter);
-        signal.removeEventListener('abort', onAbort);
-        if (flight.waiters.size === 0) flight.controller.abort(error);
-        reject(error);
-      };
-      const onAbort = () => leave(signal.reason);
-      const waiter: Waiter = {
-        resolve(value) {
-          signal.removeEventListener('abort', onAbort);
-          resolve(value);
-        },
-        reject(error) {
-          clearTimeout(waiter.memoryTimer);
-          signal.removeEventListener('abort', onAbort);
-          reject(error);
-        },
-      };
-      flight.waiters.add(waiter);
-      if (signal.aborted) return onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
-      const wait = getOptions.memoryWaitMs;
-      if (wait !== undefined && !flight.leased) {
-        waiter.memoryTimer = setTimeout(() => leave(overloaded(wait)), wait);
-      }
-    });
-  }
-
   return {
     get(session, index, signal, getOptions = {}) {
       const file = session.file;
@@ -323,7 +330,7 @@ export function createChunkFetcher(options: {
       let flight = inflight.get(flightKey);
       if (flight) shared++;
       else flight = startFlight(session, index, flightKey, cacheKey);
-      return join(flight, signal, getOptions);
+      return joinFlight(flight, signal, getOptions);
     },
     track(fileDigest) {
       running.set(fileDigest, (running.get(fileDigest) ?? 0) + 1);

@@ -57,6 +57,32 @@ interface Waiter {
   grant(): void;
 }
 
+/** Pairs a reservation with a pooled buffer of its size; the lease is the buffer's only way back to the pool. */
+function createLease(pool: BufferPool, held: Reservation): ChunkLease {
+  let buffer = pool.take(held.bytes);
+  let pooled = true;
+  const release = () => {
+    if (pooled) pool.give(buffer.buffer as ArrayBuffer);
+    pooled = false;
+    held.release();
+  };
+  return {
+    bytes: held.bytes,
+    get buffer() {
+      return buffer;
+    },
+    adopt(returned) {
+      buffer = new Uint8Array(returned);
+    },
+    discard() {
+      pooled = false;
+      held.release();
+    },
+    release,
+    [Symbol.dispose]: release,
+  };
+}
+
 /** Seconds a client refused for memory is asked to wait: paused clients free memory over tens of seconds. */
 const RETRY_AFTER_SECONDS = 5;
 
@@ -154,31 +180,9 @@ export function createMemoryBudget(options: {
     },
     async leaseChunk(size, waitOptions) {
       await wait(size, waitOptions);
-      const held = reservation(size);
       // A new allocation must fit beside what is in use: free buffers of other sizes make room first.
       if (!pool.has(size)) pool.trim(Math.max(0, options.maxBytes - inUse));
-      let buffer = pool.take(size);
-      let pooled = true;
-      const release = () => {
-        if (pooled) pool.give(buffer.buffer as ArrayBuffer);
-        pooled = false;
-        held.release();
-      };
-      return {
-        bytes: size,
-        get buffer() {
-          return buffer;
-        },
-        adopt(returned) {
-          buffer = new Uint8Array(returned);
-        },
-        discard() {
-          pooled = false;
-          held.release();
-        },
-        release,
-        [Symbol.dispose]: release,
-      };
+      return createLease(pool, reservation(size));
     },
     inUseBytes: () => inUse,
     waiting: () => queue.length,

@@ -14,7 +14,7 @@ function chunk(marker: string, fill: number): Uint8Array {
 
 describe('the worker hasher', () => {
   describe('when its only hash worker thread dies mid-hash', () => {
-    it('fails that hash, replaces the worker, and hashes the next chunk', async () => {
+    it('fails that hash, replaces the worker, and hashes the next chunk', { timeout: 15_000 }, async () => {
       // Regression: a dead worker stayed in the pool, so every later chunk sent to it waited forever.
       const exits: string[] = [];
       const hasher = createWorkerHasher({
