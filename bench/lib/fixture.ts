@@ -118,11 +118,11 @@ export async function createFixture(dir: string, bigSize: number): Promise<Fixtu
     chunked: boolean,
     source: string,
   ) => {
-    const file: ManifestFile = { path, size: digests.size, digest: digests.digest, sources: [source] };
-    if (chunked && digests.chunks !== undefined) {
-      file.chunkSize = CHUNK_BYTES;
-      file.chunks = digests.chunks;
-    }
+    const entry = { path, size: digests.size, digest: digests.digest, sources: [source] };
+    const file: ManifestFile =
+      chunked && digests.chunks !== undefined
+        ? { ...entry, chunkSize: CHUNK_BYTES, chunks: digests.chunks }
+        : entry;
     const jws = await signRelease(manifestOf(model, file), signer);
     await writeRelease(catalogDir, model, jws);
     releases[key] = { model, digest: releaseDigest(jws), path, size: digests.size };

@@ -15,7 +15,7 @@ import {
   VERSION_PATTERN,
 } from '../rules.ts';
 import { dedupeProblems, describeAjvError } from '../schema-problems.ts';
-import type { Manifest } from './release.types.ts';
+import type { ChunkedFile, Manifest, ManifestFile } from './release.types.ts';
 
 /** One problem in a manifest, located by a path like `files[2].digest`. */
 export interface ManifestProblem {
@@ -264,6 +264,11 @@ function checkSemantics(value: Record<string, unknown>, problems: ManifestProble
       });
     }
   });
+}
+
+/** True for a chunk-mode file; narrows the union. The schema guarantees `chunkSize` and `chunks` come together. */
+export function isChunked(file: ManifestFile): file is ChunkedFile {
+  return file.chunks !== undefined;
 }
 
 /**

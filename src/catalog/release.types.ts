@@ -1,12 +1,9 @@
-/** A file entry of a release manifest (docs/releases.md). */
-export interface ManifestFile {
+/** What every file entry of a release manifest has (docs/releases.md). */
+interface FileEntry {
   path: string;
   size: number;
   /** `sha256:` + 64 lowercase hex. */
   digest: string;
-  chunkSize?: number;
-  /** Lowercase hex SHA-256 of each consecutive chunkSize slice. */
-  chunks?: string[];
   sources: string[];
 }
 
@@ -24,6 +21,27 @@ export interface UpstreamEvidence {
   /** The OMS bundle exactly as verified, so the proxy can verify it again. */
   bundle: Record<string, unknown>;
 }
+
+/** A file verified chunk by chunk (README "HTTP API", chunk mode): ranges can be served and verified. */
+export interface ChunkedFile extends FileEntry {
+  chunkSize: number;
+  /** Lowercase hex SHA-256 of each consecutive chunkSize slice (none for an empty file). */
+  chunks: string[];
+}
+
+/** A file verified only as a whole (whole-file mode): no ranges, last bytes held until it verified. */
+export interface WholeFile extends FileEntry {
+  chunkSize?: undefined;
+  chunks?: undefined;
+}
+
+/**
+ * A file entry of a release manifest. The signed JSON has no discriminator
+ * field (and must not grow one), so the presence of `chunks` tells the kinds
+ * apart: narrow with `isChunked` (catalog/manifest.ts), never read `chunks`
+ * as optional.
+ */
+export type ManifestFile = ChunkedFile | WholeFile;
 
 export interface Manifest {
   schema: 'modelgate/release/v1';

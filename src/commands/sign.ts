@@ -15,7 +15,7 @@ import {
   MIN_CHUNK_SIZE,
   validateManifest,
 } from '../catalog/manifest.ts';
-import type { Manifest, ManifestFile } from '../catalog/release.types.ts';
+import type { ChunkedFile, Manifest, ManifestFile } from '../catalog/release.types.ts';
 import {
   canonicalJson,
   isReleaseAlgorithm,
@@ -319,7 +319,7 @@ async function walk(root: string): Promise<WalkedFile[]> {
   return files;
 }
 
-async function hashFile(file: WalkedFile, chunkSize: number): Promise<Omit<ManifestFile, 'sources'>> {
+async function hashFile(file: WalkedFile, chunkSize: number): Promise<Omit<ChunkedFile, 'sources'>> {
   // O_NOFOLLOW: the walk resolved symlinks; a file swapped for a symlink since must not be read.
   const handle = await open(file.absolute, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
@@ -422,10 +422,13 @@ export function assembleManifest(
     version: options.version,
     environment: options.environment,
     created: options.created ?? new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
-    files: files.map((file) => ({
-      ...file,
-      sources: options.sourcePrefixes.map((prefix) => sourceFor(prefix, file.path)),
-    })),
+    files: files.map(
+      (file) =>
+        ({
+          ...file,
+          sources: options.sourcePrefixes.map((prefix) => sourceFor(prefix, file.path)),
+        }) as ManifestFile,
+    ),
   };
   if (options.provenance !== undefined) manifest.provenance = options.provenance;
   return manifest;

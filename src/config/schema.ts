@@ -101,6 +101,22 @@ export const configSchema = {
           description:
             'On SIGTERM/SIGINT: seconds transfers in flight get to finish before the process exits.',
         },
+        minClientBytesPerSecond: {
+          type: 'integer',
+          minimum: 0,
+          default: 16384,
+          // 16 KiB/s over 30 s: a congested cross-zone link still moves MiB/s, so only a stalled or hostile reader is this slow.
+          description:
+            'A transfer whose client reads slower than this, over minClientRateWindowSeconds, is dropped (0 turns it off).',
+        },
+        minClientRateWindowSeconds: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 3600,
+          default: 30,
+          description:
+            'Window over which minClientBytesPerSecond is measured (seconds the client owed a read).',
+        },
       },
     },
     workers: {
@@ -136,7 +152,13 @@ export const configSchema = {
           type: 'integer',
           minimum: 0,
           default: 100663296,
-          description: 'Live chunk memory (cache included) above which transfers stop reading ahead.',
+          description:
+            'Hard limit on transfer memory per process (chunks read, hashed, sent or cached); a transfer that cannot get memory waits (docs/tuning.md).',
+        },
+        memoryWaitSeconds: {
+          ...seconds(10, 0.001),
+          description:
+            'Longest a transfer waits for memory before its first byte; then 503 MG_OVERLOADED with Retry-After.',
         },
         hashWorkers: {
           anyOf: [{ type: 'boolean' }, { type: 'integer', minimum: 1, maximum: 64 }],

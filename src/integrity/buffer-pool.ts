@@ -1,32 +1,33 @@
 /**
- * Reusable chunk buffers. A chunk-mode transfer of a large file would
- * otherwise allocate a fresh chunk-sized buffer per chunk, and V8 frees
+ * Free chunk buffers kept for reuse. A chunk-mode transfer of a large file
+ * would otherwise allocate a fresh chunk-sized buffer per chunk, and V8 frees
  * external memory only when enough of it piles up: a 2 GiB stream grew the
- * proxy by 100–150 MiB of garbage before pooling (bench/README.md). Buffers
- * come back only when nothing can still read them: after the socket write
- * that carried their bytes completed (see ChunkResult.release).
+ * proxy by 100–150 MiB of garbage before pooling (bench/README.md).
+ *
+ * The pool only keeps free buffers; it does no accounting of memory in use.
+ * The memory budget does that, by reservation size, and a chunk lease is the
+ * only caller of `give` (memory-budget.ts).
  */
 export interface BufferPool {
   /** A buffer of exactly `size` bytes backed by its own ArrayBuffer (so it can be transferred to a worker). */
-  acquire(size: number): Uint8Array;
-  /** Returns a buffer's memory for reuse; the caller must hold no view of it any more. */
-  release(buffer: ArrayBuffer): void;
-  /** Bytes handed out by `acquire` and not yet released: the chunk memory live now. */
-  inUseBytes(): number;
-  stats(): { allocated: number; reused: number; freeBytes: number; inUseBytes: number };
+  take(size: number): Uint8Array;
+  /** Keeps a buffer for reuse; nothing may read or write it any more. A detached buffer is dropped. */
+  give(buffer: ArrayBuffer): void;
+  /** Drops free buffers until at most `maxFreeBytes` are kept (they become garbage). */
+  trim(maxFreeBytes: number): void;
+  /** True when a free buffer of exactly `size` bytes is kept. */
+  has(size: number): boolean;
+  stats(): { allocated: number; reused: number; freeBytes: number };
 }
 
 export function createBufferPool(options: { maxFreeBytes: number }): BufferPool {
   const free = new Map<number, ArrayBuffer[]>();
   let freeBytes = 0;
-  let inUse = 0;
   let allocated = 0;
   let reused = 0;
   return {
-    acquire(size) {
-      inUse += size;
-      const list = free.get(size);
-      const buffer = list?.pop();
+    take(size) {
+      const buffer = free.get(size)?.pop();
       if (buffer && buffer.byteLength === size) {
         freeBytes -= size;
         reused++;
@@ -35,9 +36,8 @@ export function createBufferPool(options: { maxFreeBytes: number }): BufferPool 
       allocated++;
       return new Uint8Array(new ArrayBuffer(size));
     },
-    release(buffer) {
-      inUse -= buffer.byteLength;
-      // A detached buffer (transferred away and never returned) has length 0: nothing to keep.
+    give(buffer) {
+      // A detached buffer (transferred to a worker that died) has length 0: nothing to keep.
       if (buffer.byteLength === 0 || freeBytes + buffer.byteLength > options.maxFreeBytes) return;
       let list = free.get(buffer.byteLength);
       if (!list) {
@@ -47,7 +47,16 @@ export function createBufferPool(options: { maxFreeBytes: number }): BufferPool 
       list.push(buffer);
       freeBytes += buffer.byteLength;
     },
-    inUseBytes: () => inUse,
-    stats: () => ({ allocated, reused, freeBytes, inUseBytes: inUse }),
+    trim(limit) {
+      for (const [size, list] of free) {
+        while (freeBytes > limit && list.length > 0) {
+          list.pop();
+          freeBytes -= size;
+        }
+        if (list.length === 0) free.delete(size);
+      }
+    },
+    has: (size) => (free.get(size)?.length ?? 0) > 0,
+    stats: () => ({ allocated, reused, freeBytes }),
   };
 }

@@ -1,17 +1,20 @@
 import { LRUCache } from 'lru-cache';
+import type { ChunkedFile } from '../catalog/release.types.ts';
+import { ModelgateError } from '../errors.ts';
 import type { StoreKind } from '../stores/store.ts';
-import { type BufferPool, createBufferPool } from './buffer-pool.ts';
 import { digestEquals } from './digest.ts';
 import type { Hasher } from './hasher.ts';
+import type { ChunkLease, MemoryBudget } from './memory-budget.ts';
 import { readFromSources, type SourceSession } from './source-reader.ts';
 
 /**
  * One chunk as read from a source and checked against the manifest. Its
- * memory is pooled and reference-counted: every holder (each transfer that
- * got it from `get`, and the cache) calls `release` exactly once, a transfer
- * only after the socket write carrying its bytes completed.
+ * memory is one ChunkLease shared by reference count: every holder (each
+ * transfer that got it from `get`, and the cache) drops its reference exactly
+ * once, a transfer only after the socket is done with its bytes (`using`).
+ * The lease goes back to the pool when the last reference is dropped.
  */
-export interface ChunkResult {
+export interface ChunkResult extends Disposable {
   index: number;
   /** The bytes read (at most the chunk's length; fewer when the source was short). */
   data: Uint8Array;
@@ -23,30 +26,59 @@ export interface ChunkResult {
   /** The source holds bytes beyond the file's size (checked on the last chunk only). */
   extra: boolean;
   store: StoreKind;
+  /** Drops this holder's reference (again: a no-op). */
   release(): void;
+  /** Drops this holder's reference and forbids reuse of the memory: a cut socket write may still read it. */
+  discard(): void;
 }
 
 /** A chunk with its reference count exposed to the fetcher (the cache takes extra references). */
-interface CountedChunk extends ChunkResult {
-  retain(): CountedChunk;
+interface CountedChunk {
+  /** A new holder's handle on the chunk. */
+  retain(): ChunkResult;
+}
+
+/** A cached chunk: the cache's own reference, and the count to take more from. */
+interface CacheEntry {
+  chunk: CountedChunk;
+  handle: ChunkResult;
 }
 
 interface Waiter {
   resolve(value: ChunkResult): void;
   reject(error: unknown): void;
+  /** Ends a wait for memory that took too long (cleared once the read got its memory). */
+  memoryTimer?: NodeJS.Timeout;
 }
 
 interface InFlight {
   controller: AbortController;
   waiters: Set<Waiter>;
+  /** The read holds its memory: waiting for the budget is over. */
+  leased: boolean;
+}
+
+export interface GetOptions {
+  /**
+   * Longest wait for chunk memory before giving up with MG_OVERLOADED (a
+   * transfer that has not sent headers yet answers 503). Without it the wait
+   * ends only with the signal (the client going away).
+   */
+  memoryWaitMs?: number;
 }
 
 export interface ChunkFetcher {
   /**
    * The chunk, verified or not (the caller decides what a mismatch means),
-   * with one reference for the caller. Shared by concurrent callers.
+   * with one reference for the caller. Shared by concurrent callers. Memory
+   * is taken from the budget before the source is read.
    */
-  get(session: SourceSession, index: number, signal: AbortSignal): Promise<ChunkResult>;
+  get(
+    session: SourceSession<ChunkedFile>,
+    index: number,
+    signal: AbortSignal,
+    options?: GetOptions,
+  ): Promise<ChunkResult>;
   /**
    * Marks a transfer of this file as running until the returned function is
    * called. Verified chunks are cached only while two or more transfers of a
@@ -55,19 +87,142 @@ export interface ChunkFetcher {
    */
   track(fileDigest: string): () => void;
   /**
-   * True while the chunk memory live in the process (read, being hashed,
-   * waiting to be sent, or cached) is at or above `maxBufferedBytes`:
-   * transfers then read only the chunk they need next instead of reading ahead,
-   * so many concurrent transfers of different files cannot multiply memory
-   * by their read-ahead windows.
+   * True while reads wait for memory: transfers then read only the chunk they
+   * need next instead of reading ahead, so the memory there is goes to more
+   * transfers rather than to deeper windows.
    */
   underPressure(): boolean;
   stats(): {
     sourceReads: number;
     cacheHits: number;
     shared: number;
-    buffers: ReturnType<BufferPool['stats']>;
+    memory: ReturnType<MemoryBudget['stats']>;
   };
+}
+
+interface ReadResult {
+  index: number;
+  data: Uint8Array;
+  verified: boolean;
+  actualHex: string;
+  short: boolean;
+  extra: boolean;
+  store: StoreKind;
+  lease: ChunkLease;
+}
+
+/** Wraps a read result with a reference count; the lease is released (or discarded) when it reaches zero. */
+function counted(result: ReadResult): CountedChunk {
+  const { lease, ...chunk } = result;
+  let refs = 0;
+  let reusable = true;
+  const drop = () => {
+    refs--;
+    if (refs > 0) return;
+    if (reusable) lease.release();
+    else lease.discard();
+  };
+  return {
+    retain() {
+      refs++;
+      let held = true;
+      const release = () => {
+        if (!held) return;
+        held = false;
+        drop();
+      };
+      return {
+        ...chunk,
+        release,
+        discard() {
+          reusable = false;
+          release();
+        },
+        [Symbol.dispose]: release,
+      };
+    },
+  };
+}
+
+function overloaded(ms: number) {
+  return new ModelgateError('MG_OVERLOADED', `no transfer memory free within ${ms} ms`, {
+    headers: { 'Retry-After': '5' },
+  });
+}
+
+/** Reads chunk `index` of the file from its sources into `lease.buffer`. */
+async function readChunkInto(
+  session: SourceSession<ChunkedFile>,
+  index: number,
+  lease: ChunkLease,
+  signal: AbortSignal,
+) {
+  const file = session.file;
+  const start = index * file.chunkSize;
+  const length = Math.min(file.chunkSize, file.size - start);
+  const last = index === file.chunks.length - 1;
+  const buffer = lease.buffer;
+  let filled = 0;
+  let extra = false;
+  const store = await readFromSources(
+    session,
+    { start, end: start + length + (last ? 1 : 0) },
+    {
+      target: buffer,
+      onDirect(bytesRead) {
+        filled = Math.min(bytesRead, length);
+        extra = bytesRead > length;
+      },
+      onData(bytes, offset) {
+        const at = offset - start;
+        const room = length - at;
+        if (bytes.length > room) extra = true;
+        const take = Math.min(bytes.length, Math.max(room, 0));
+        if (take > 0) buffer.set(take === bytes.length ? bytes : bytes.subarray(0, take), at);
+        filled = Math.max(filled, at + take);
+      },
+      resumeOffset() {
+        // A retried chunk is read again from its first byte: only whole chunks are verified.
+        filled = 0;
+        extra = false;
+        return start;
+      },
+    },
+    signal,
+  );
+  return { store, filled, extra, short: filled < length };
+}
+
+/** Adds a caller to a read in flight; the read is aborted when its last caller goes away. */
+function joinFlight(flight: InFlight, signal: AbortSignal, getOptions: GetOptions) {
+  return new Promise<ChunkResult>((resolve, reject) => {
+    const leave = (error: unknown) => {
+      clearTimeout(waiter.memoryTimer);
+      flight.waiters.delete(waiter);
+      signal.removeEventListener('abort', onAbort);
+      if (flight.waiters.size === 0) flight.controller.abort(error);
+      reject(error);
+    };
+    const onAbort = () => leave(signal.reason);
+    const waiter: Waiter = {
+      resolve(value) {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      reject(error) {
+        clearTimeout(waiter.memoryTimer);
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    };
+    flight.waiters.add(waiter);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const wait = getOptions.memoryWaitMs;
+    if (wait !== undefined && !flight.leased) {
+      waiter.memoryTimer = setTimeout(() => leave(overloaded(wait)), wait);
+    }
+  });
 }
 
 /**
@@ -76,73 +231,52 @@ export interface ChunkFetcher {
  * one read per chunk), and while several transfers of a file run, verified
  * chunks stay in a byte-bounded LRU so a pod slightly behind is served from
  * memory. Only verified chunks are cached; a shared read is aborted when its
- * last waiter goes away.
+ * last waiter goes away. Every read first takes its memory from the budget,
+ * so reading stops (instead of memory growing) when transfers hold it all.
  */
 export function createChunkFetcher(options: {
   hasher: Hasher;
   cacheBytes: number;
-  /** Live chunk memory above which transfers stop reading ahead (see `underPressure`). */
-  maxBufferedBytes: number;
-  pool?: BufferPool;
+  budget: MemoryBudget;
 }): ChunkFetcher {
-  // Free buffers kept for reuse: one transfer's read-ahead window of 8 MiB chunks.
-  const pool = options.pool ?? createBufferPool({ maxFreeBytes: 32 * 1024 * 1024 });
+  const { budget, hasher } = options;
   const cache =
     options.cacheBytes > 0
-      ? new LRUCache<string, CountedChunk>({
+      ? new LRUCache<string, CacheEntry>({
           maxSize: options.cacheBytes,
-          sizeCalculation: (value) => Math.max(1, value.data.byteLength),
-          dispose: (value) => value.release(),
+          sizeCalculation: (entry) => Math.max(1, entry.handle.data.byteLength),
+          dispose: (entry) => entry.handle.release(),
         })
       : undefined;
+  // The cache only saves source reads: under memory pressure it gives its references up first.
+  if (cache) budget.onPressure(() => cache.clear());
   const inflight = new Map<string, InFlight>();
   const running = new Map<string, number>();
   let sourceReads = 0;
   let cacheHits = 0;
   let shared = 0;
 
-  async function read(session: SourceSession, index: number, signal: AbortSignal) {
+  async function read(
+    session: SourceSession<ChunkedFile>,
+    index: number,
+    flight: InFlight,
+  ): Promise<ReadResult> {
     const file = session.file;
-    const chunkSize = file.chunkSize!;
-    const start = index * chunkSize;
-    const length = Math.min(chunkSize, file.size - start);
-    const last = index === file.chunks!.length - 1;
     // One byte of room past the chunk: on the last chunk we ask for it to prove the object ends there.
-    let buffer = pool.acquire(chunkSize + 1);
-    let filled = 0;
-    let extra = false;
+    const lease = await budget.leaseChunk(file.chunkSize + 1, { signal: flight.controller.signal });
+    flight.leased = true;
+    for (const waiter of flight.waiters) clearTimeout(waiter.memoryTimer);
     sourceReads++;
     try {
-      const store = await readFromSources(
+      const { store, filled, extra, short } = await readChunkInto(
         session,
-        { start, end: start + length + (last ? 1 : 0) },
-        {
-          target: buffer,
-          onDirect(bytesRead) {
-            filled = Math.min(bytesRead, length);
-            extra = bytesRead > length;
-          },
-          onData(bytes, offset) {
-            const at = offset - start;
-            const room = length - at;
-            if (bytes.length > room) extra = true;
-            const take = Math.min(bytes.length, Math.max(room, 0));
-            if (take > 0) buffer.set(take === bytes.length ? bytes : bytes.subarray(0, take), at);
-            filled = Math.max(filled, at + take);
-          },
-          resumeOffset() {
-            // A retried chunk is read again from its first byte: only whole chunks are verified.
-            filled = 0;
-            extra = false;
-            return start;
-          },
-        },
-        signal,
+        index,
+        lease,
+        flight.controller.signal,
       );
-      const short = filled < length;
-      const hashed = await options.hasher.digest(buffer.subarray(0, filled), { owned: true });
-      buffer = new Uint8Array(hashed.data.buffer as ArrayBuffer);
-      const expected = file.chunks![index]!;
+      const hashed = await hasher.digest(lease.buffer.subarray(0, filled), { owned: true });
+      lease.adopt(hashed.data.buffer as ArrayBuffer);
+      const expected = file.chunks[index] ?? '';
       return {
         index,
         data: hashed.data,
@@ -151,85 +285,52 @@ export function createChunkFetcher(options: {
         short,
         extra,
         store,
-        backing: hashed.data.buffer as ArrayBuffer,
+        lease,
       };
     } catch (error) {
-      pool.release(buffer.buffer as ArrayBuffer);
+      lease.release();
       throw error;
     }
   }
 
-  /** Wraps a read result with a reference count that returns its memory to the pool at zero. */
-  function counted(result: Awaited<ReturnType<typeof read>>, references: number): CountedChunk {
-    let refs = references;
-    const { backing, ...rest } = result;
-    if (refs === 0) pool.release(backing);
-    return {
-      ...rest,
-      retain() {
-        refs++;
-        return this;
+  function startFlight(session: SourceSession<ChunkedFile>, index: number, key: string, cacheKey: string) {
+    const flight: InFlight = { controller: new AbortController(), waiters: new Set(), leased: false };
+    inflight.set(key, flight);
+    const fileDigest = session.file.digest;
+    read(session, index, flight).then(
+      (result) => {
+        inflight.delete(key);
+        const chunk = counted(result);
+        const cacheIt = result.verified && cache !== undefined && (running.get(fileDigest) ?? 0) > 1;
+        // Every waiter still attached gets its own reference, the cache one more.
+        if (cacheIt) cache.set(cacheKey, { chunk, handle: chunk.retain() });
+        const waiters = [...flight.waiters];
+        if (waiters.length === 0 && !cacheIt) chunk.retain().release();
+        for (const waiter of waiters) waiter.resolve(chunk.retain());
       },
-      release() {
-        refs--;
-        if (refs === 0) pool.release(backing);
+      (error: unknown) => {
+        inflight.delete(key);
+        for (const waiter of flight.waiters) waiter.reject(error);
       },
-    };
+    );
+    return flight;
   }
 
   return {
-    get(session, index, signal) {
+    get(session, index, signal, getOptions = {}) {
       const file = session.file;
       const cacheKey = `${file.digest}/${file.chunkSize}/${index}`;
       const hit = cache?.get(cacheKey);
       if (hit) {
         cacheHits++;
-        return Promise.resolve(hit.retain());
+        // The cache's own handle stays with the cache; the caller gets a new reference.
+        return Promise.resolve(hit.chunk.retain());
       }
       const flightKey = `${cacheKey}/${file.sources.join(' ')}`;
       let flight = inflight.get(flightKey);
-      if (flight) {
-        shared++;
-      } else {
-        const created: InFlight = { controller: new AbortController(), waiters: new Set() };
-        flight = created;
-        inflight.set(flightKey, created);
-        read(session, index, created.controller.signal).then(
-          (result) => {
-            inflight.delete(flightKey);
-            const cacheIt = result.verified && cache !== undefined && (running.get(file.digest) ?? 0) > 1;
-            // Every waiter still attached gets its own reference, the cache one more.
-            const chunk = counted(result, created.waiters.size + (cacheIt ? 1 : 0));
-            if (cacheIt) cache!.set(cacheKey, chunk);
-            for (const waiter of created.waiters) waiter.resolve(chunk);
-          },
-          (error: unknown) => {
-            inflight.delete(flightKey);
-            for (const waiter of created.waiters) waiter.reject(error);
-          },
-        );
-      }
-      const joined = flight;
-      return new Promise<ChunkResult>((resolve, reject) => {
-        const onAbort = () => {
-          joined.waiters.delete(waiter);
-          if (joined.waiters.size === 0) joined.controller.abort(signal.reason);
-          reject(signal.reason);
-        };
-        const waiter: Waiter = {
-          resolve(value) {
-            signal.removeEventListener('abort', onAbort);
-            resolve(value);
-          },
-          reject(error) {
-            signal.removeEventListener('abort', onAbort);
-            reject(error);
-          },
-        };
-        joined.waiters.add(waiter);
-        if (signal.aborted) return onAbort();
-        signal.addEventListener('abort', onAbort, { once: true });
-      });
+      if (flight) shared++;
+      else flight = startFlight(session, index, flightKey, cacheKey);
+      return joinFlight(flight, signal, getOptions);
     },
     track(fileDigest) {
       running.set(fileDigest, (running.get(fileDigest) ?? 0) + 1);
@@ -242,7 +343,7 @@ export function createChunkFetcher(options: {
         else running.delete(fileDigest);
       };
     },
-    underPressure: () => pool.inUseBytes() >= options.maxBufferedBytes,
-    stats: () => ({ sourceReads, cacheHits, shared, buffers: pool.stats() }),
+    underPressure: () => budget.waiting() > 0,
+    stats: () => ({ sourceReads, cacheHits, shared, memory: budget.stats() }),
   };
 }

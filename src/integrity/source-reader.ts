@@ -24,8 +24,8 @@ export interface StoreLookup {
  * pins per location (so a resumed read sees the same object or fails), and
  * the last location that worked (later pieces start there).
  */
-export interface SourceSession {
-  readonly file: ManifestFile;
+export interface SourceSession<F extends ManifestFile = ManifestFile> {
+  readonly file: F;
   readonly stores: StoreLookup;
   readonly transfer: TransferConfig;
   readonly metrics: Metrics;
@@ -34,10 +34,10 @@ export interface SourceSession {
   preferred: number;
 }
 
-export function createSourceSession(
-  file: ManifestFile,
+export function createSourceSession<F extends ManifestFile>(
+  file: F,
   deps: { stores: StoreLookup; transfer: TransferConfig; metrics: Metrics; logger: Logger },
-): SourceSession {
+): SourceSession<F> {
   return { file, ...deps, pins: new Map(), preferred: 0 };
 }
 

@@ -1,22 +1,23 @@
 import { createHash } from 'node:crypto';
+import type { ChunkedFile, ManifestFile, WholeFile } from '../catalog/release.types.ts';
 import { ModelgateError } from '../errors.ts';
 import type { ByteRange, StoreKind } from '../stores/store.ts';
 import type { ChunkFetcher, ChunkResult } from './chunk-fetcher.ts';
 import { digestEquals } from './digest.ts';
+import type { MemoryBudget } from './memory-budget.ts';
 import { readFromSources, type SourceSession } from './source-reader.ts';
 
 /**
  * Where verified bytes go: the HTTP response. `write` sends the headers first
- * if they are not sent yet and resolves when the bytes were accepted (honour
- * backpressure). The integrity engine never sees the socket itself.
+ * if they are not sent yet and resolves only once the socket is done with the
+ * bytes (written to the kernel): the caller may then reuse their memory. It
+ * rejects when the client went away or was dropped as too slow; the bytes may
+ * then still be referenced by a cut write and must not be reused. The
+ * integrity engine never sees the socket itself.
  */
 export interface TransferTarget {
   readonly headersSent: boolean;
-  /**
-   * `onFlushed` runs once the socket is done with `bytes` (written to the
-   * kernel, or the write failed): only then may their memory be reused.
-   */
-  write(bytes: Uint8Array, store: StoreKind, onFlushed?: () => void): Promise<void>;
+  write(bytes: Uint8Array, store: StoreKind): Promise<void>;
   end(): Promise<void>;
 }
 
@@ -28,14 +29,26 @@ export interface TransferTarget {
  */
 export type MismatchPolicy = 'fail' | 'report';
 
-export interface TransferOptions {
-  session: SourceSession;
+export interface TransferOptions<F extends ManifestFile = ManifestFile> {
+  session: SourceSession<F>;
   target: TransferTarget;
   signal: AbortSignal;
   onMismatch: MismatchPolicy;
   /** Called for each mismatch found (before it is thrown or, in report mode, before the bytes are sent). */
   onViolation(error: ModelgateError): void;
+  /**
+   * Longest wait for transfer memory before the first byte; then MG_OVERLOADED
+   * (503 + Retry-After, nothing sent yet). Later waits end only with `signal`.
+   */
+  memoryWaitMs: number;
 }
+
+/**
+ * Budget share of one whole-file transfer: the source stream's buffered data
+ * (Node streams and the cloud SDKs buffer at most 64 KiB–1 MiB), the buffer
+ * held back until the digest matched, and the one being written.
+ */
+const WHOLE_FILE_RESERVE_BYTES = 2 * 1024 * 1024;
 
 function mismatchError(
   session: SourceSession,
@@ -61,10 +74,10 @@ function sizeError(session: SourceSession, detail: string, store: StoreKind) {
   );
 }
 
-function chunkProblem(session: SourceSession, chunk: ChunkResult): ModelgateError | undefined {
+function chunkProblem(session: SourceSession<ChunkedFile>, chunk: ChunkResult): ModelgateError | undefined {
   if (chunk.verified) return undefined;
   const size = session.file.size;
-  const chunkSize = session.file.chunkSize!;
+  const chunkSize = session.file.chunkSize;
   if (chunk.short) {
     return sizeError(
       session,
@@ -76,22 +89,55 @@ function chunkProblem(session: SourceSession, chunk: ChunkResult): ModelgateErro
   return mismatchError(
     session,
     `chunk ${chunk.index}`,
-    session.file.chunks![chunk.index]!,
+    session.file.chunks[chunk.index] ?? '',
     chunk.actualHex,
     chunk.store,
   );
 }
 
 /**
- * Chunk mode (README "HTTP API"): chunk i is read from the source, hashed and compared,
- * and only then written, in order. Up to `readAhead` chunks are fetched in
- * parallel, each on its own source request, so memory per transfer stays at
- * about `readAhead × chunkSize` and throughput is not capped by one source
- * stream. A byte range is served from the chunks that cover it.
+ * Sends one chunk's part of the range, then drops the transfer's reference
+ * (`using`): only after the socket is done with the bytes. A write that was
+ * cut discards the memory instead, since the socket may still reference it.
  */
-export async function sendChunked(options: TransferOptions & { fetcher: ChunkFetcher; range: ByteRange }) {
+async function sendChunk(
+  options: TransferOptions<ChunkedFile> & { range: ByteRange },
+  chunk: ChunkResult,
+): Promise<number> {
+  using held = chunk;
+  const { session, target, range } = options;
+  const problem = chunkProblem(session, held);
+  if (problem) {
+    options.onViolation(problem);
+    if (options.onMismatch === 'fail' || held.short) throw problem;
+  }
+  const chunkStart = held.index * session.file.chunkSize;
+  const from = Math.max(range.start - chunkStart, 0);
+  const to = Math.min(range.end - chunkStart, held.data.byteLength);
+  const slice = from === 0 && to === held.data.byteLength ? held.data : held.data.subarray(from, to);
+  try {
+    await target.write(slice, held.store);
+  } catch (error) {
+    held.discard();
+    throw error;
+  }
+  return slice.byteLength;
+}
+
+/**
+ * Chunk mode (README "HTTP API"): chunk i is read from the source, hashed and compared,
+ * and only then written, in order. Up to `readAhead` chunks are held per
+ * transfer (being read, waiting, or being written), each read on its own
+ * source request, so throughput is not capped by one source stream. Each read
+ * first takes its memory from the process budget: when other transfers hold
+ * it all, this one stops reading (and, while others wait, reads only the
+ * chunk it needs next). A byte range is served from the chunks that cover it.
+ */
+export async function sendChunked(
+  options: TransferOptions<ChunkedFile> & { fetcher: ChunkFetcher; range: ByteRange },
+) {
   const { session, target, signal, fetcher, range } = options;
-  const chunkSize = session.file.chunkSize!;
+  const chunkSize = session.file.chunkSize;
   if (range.end <= range.start) {
     await target.end();
     return { bytes: 0 };
@@ -106,10 +152,11 @@ export async function sendChunked(options: TransferOptions & { fetcher: ChunkFet
   const window: Array<Promise<ChunkResult>> = [];
   let next = first;
   const fill = () => {
-    // Under memory pressure only the next chunk is read: the window shrinks instead of memory growing.
     const depth = fetcher.underPressure() ? 1 : readAhead;
     while (next <= last && window.length < depth) {
-      const pending = fetcher.get(session, next++, linked);
+      // Only the first chunk's wait is bounded: before headers a refusal is still a clean 503.
+      const wait = next === first ? { memoryWaitMs: options.memoryWaitMs } : {};
+      const pending = fetcher.get(session, next++, linked, wait);
       pending.catch(() => {}); // observed when its turn comes; avoid unhandled rejections meanwhile
       window.push(pending);
     }
@@ -118,24 +165,9 @@ export async function sendChunked(options: TransferOptions & { fetcher: ChunkFet
   try {
     for (let index = first; index <= last; index++) {
       fill();
-      const chunk = await window.shift()!;
-      let handedOver = false;
-      try {
-        const problem = chunkProblem(session, chunk);
-        if (problem) {
-          options.onViolation(problem);
-          if (options.onMismatch === 'fail' || chunk.short) throw problem;
-        }
-        const chunkStart = index * chunkSize;
-        const from = Math.max(range.start - chunkStart, 0);
-        const to = Math.min(range.end - chunkStart, chunk.data.byteLength);
-        const slice = from === 0 && to === chunk.data.byteLength ? chunk.data : chunk.data.subarray(from, to);
-        handedOver = true;
-        await target.write(slice, chunk.store, () => chunk.release());
-        bytes += slice.byteLength;
-      } finally {
-        if (!handedOver) chunk.release();
-      }
+      const pending = window.shift();
+      if (pending === undefined) throw new Error(`chunk ${index} was never requested`);
+      bytes += await sendChunk(options, await pending);
     }
     await target.end();
     return { bytes };
@@ -155,10 +187,16 @@ export async function sendChunked(options: TransferOptions & { fetcher: ChunkFet
  * Whole-file mode (no `chunks`): one sequential read, hashed as it streams,
  * with the last buffer held back until the whole-file digest and size
  * matched, so a client never receives a complete body that did not verify.
- * A broken or stalled source is resumed from the bytes already hashed.
+ * A broken or stalled source is resumed from the bytes already hashed. Its
+ * memory is the source stream's buffers plus the one held back, not pooled
+ * chunks; it reserves a fixed share of the budget for them.
  */
-export async function sendWholeFile(options: TransferOptions) {
+export async function sendWholeFile(options: TransferOptions<WholeFile> & { budget: MemoryBudget }) {
   const { session, target, signal } = options;
+  using _memory = await options.budget.reserve(WHOLE_FILE_RESERVE_BYTES, {
+    signal,
+    timeoutMs: options.memoryWaitMs,
+  });
   const size = session.file.size;
   const hash = createHash('sha256');
   let offset = 0;

@@ -1,7 +1,13 @@
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
-import { createServer as createHttpServer, type Server, type ServerOptions } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerOptions,
+  type ServerResponse,
+} from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { type AdmissionListener, startConfiguredAdmission } from '../admission/listener.ts';
 import { createCatalog } from '../catalog/catalog.ts';
@@ -12,6 +18,7 @@ import { createAuthenticator } from '../identity/authenticator.ts';
 import type { Authenticator } from '../identity/authenticator.types.ts';
 import { type ChunkFetcher, createChunkFetcher } from '../integrity/chunk-fetcher.ts';
 import { createInlineHasher, createWorkerHasher, type Hasher } from '../integrity/hasher.ts';
+import { createMemoryBudget } from '../integrity/memory-budget.ts';
 import { createBreakGlassVerifier } from '../policy/break-glass.ts';
 import { createEnvironmentPolicy } from '../policy/environments.ts';
 import type { EnvironmentPolicy } from '../policy/policy.types.ts';
@@ -74,8 +81,95 @@ function listen(server: Server, port: number, address: string): Promise<void> {
   });
 }
 
+/** How often Node checks header and request timeouts: a quarter of the headers timeout, at most 1 s, at least 10 ms. */
+export function connectionsCheckingIntervalMs(headersTimeoutMs: number): number {
+  return Math.max(10, Math.min(Math.floor(headersTimeoutMs / 4), 1000));
+}
+
 function readTls(tls: TlsConfig) {
   return { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+}
+
+/** SHA-256 on worker threads (replaced when they die, counted) or inline, as configured. */
+function createHasher(config: ModelgateConfig, metrics: Metrics, logger: Logger): Hasher {
+  const workers = config.transfer.hashWorkers;
+  if (workers === false) return createInlineHasher();
+  return createWorkerHasher({
+    ...(typeof workers === 'number' ? { size: workers } : {}),
+    onWorkerExit(reason) {
+      metrics.hashWorkerRestarts.inc();
+      logger.warn({ event: 'hash_worker_exit', reason }, 'hash worker died; replaced');
+    },
+  });
+}
+
+/** The data listener with its header, request and idle timeouts. */
+function createDataServer(
+  config: ModelgateConfig,
+  metrics: Metrics,
+  onRequest: (req: IncomingMessage, res: ServerResponse) => void,
+): Server {
+  const headersTimeoutMs = config.limits.headersTimeoutSeconds * 1000;
+  const serverOptions: ServerOptions = {
+    maxHeaderSize: config.limits.maxHeaderBytes,
+    headersTimeout: headersTimeoutMs,
+    // Node checks the headers timeout only this often (default 30 s): a slowloris connection lived until then.
+    connectionsCheckingInterval: connectionsCheckingIntervalMs(headersTimeoutMs),
+    // The request (headers; GET/HEAD have no body) must arrive within this; responses may take as long as they stream.
+    requestTimeout: headersTimeoutMs + 1000,
+    keepAliveTimeout: 5000,
+    highWaterMark: DATA_HIGH_WATER_MARK,
+  };
+  // Sockets with a response under way: an idle timeout there cut a stalled reader, not an idle keep-alive.
+  const inTransfer = new WeakSet<Socket>();
+  const tracked = (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    inTransfer.add(socket);
+    res.once('close', () => inTransfer.delete(socket));
+    onRequest(req, res);
+  };
+  const tls = config.listen.tls;
+  const data: Server = tls
+    ? createHttpsServer({ ...serverOptions, ...readTls(tls) }, tracked)
+    : createHttpServer(serverOptions, tracked);
+  // Socket inactivity (a client that stops reading, or an idle keep-alive) closes the connection.
+  // Writes go out in slices (response-target.ts), so a slow but steady reader shows activity.
+  data.setTimeout(config.limits.idleTimeoutSeconds * 1000, (socket) => {
+    if (inTransfer.has(socket)) metrics.slowClientsDropped.inc({ reason: 'idle' });
+    socket.destroy();
+  });
+  return data;
+}
+
+/** Admission control for file transfers: at most `limit` at once (503 beyond, README "HTTP API"). */
+function createAdmission(limit: number) {
+  let active = 0;
+  const idle: Array<() => void> = [];
+  return {
+    tryAcquire() {
+      if (active >= limit) return false;
+      active++;
+      return true;
+    },
+    release() {
+      active--;
+      if (active === 0) for (const wake of idle.splice(0)) wake();
+    },
+    active: () => active,
+    whenIdle: () => new Promise<void>((resolve) => idle.push(resolve)),
+  };
+}
+
+function reloadCertificate(data: Server, tls: TlsConfig, logger: Logger) {
+  try {
+    (data as unknown as { setSecureContext(o: object): void }).setSecureContext(readTls(tls));
+    logger.info({ event: 'tls_reloaded', cert: tls.cert }, 'TLS certificate reloaded');
+  } catch (error) {
+    logger.error(
+      { event: 'tls_reload_failed', err: String(error) },
+      'TLS reload failed; keeping the previous certificate',
+    );
+  }
 }
 
 /** Builds every component from the configuration and wires them; nothing listens until start(). */
@@ -103,31 +197,18 @@ export async function createApp(options: AppOptions): Promise<App> {
   });
   const policy = createEnvironmentPolicy({ environments: config.environments, clock, metrics });
   const breakGlass = await createBreakGlassVerifier({ config: config.breakGlass, clock });
-  const workers = config.transfer.hashWorkers;
-  const hasher: Hasher =
-    workers === false
-      ? createInlineHasher()
-      : createWorkerHasher(typeof workers === 'number' ? workers : undefined);
-  const fetcher = createChunkFetcher({
-    hasher,
-    cacheBytes: config.transfer.chunkCacheBytes,
-    maxBufferedBytes: config.transfer.maxBufferedBytes,
+  const hasher = createHasher(config, metrics, logger);
+  const budget = createMemoryBudget({
+    maxBytes: config.transfer.maxBufferedBytes,
+    observe: (inUseBytes, waiting) => {
+      metrics.transferMemoryBytes.set(inUseBytes);
+      metrics.transferMemoryWaiting.set(waiting);
+    },
   });
+  const fetcher = createChunkFetcher({ hasher, cacheBytes: config.transfer.chunkCacheBytes, budget });
 
-  let active = 0;
   let draining = false;
-  const idle: Array<() => void> = [];
-  const admission = {
-    tryAcquire() {
-      if (active >= config.limits.maxConcurrentTransfers) return false;
-      active++;
-      return true;
-    },
-    release() {
-      active--;
-      if (active === 0) for (const wake of idle.splice(0)) wake();
-    },
-  };
+  const admission = createAdmission(config.limits.maxConcurrentTransfers);
 
   const handle = createHandler({
     catalog,
@@ -136,7 +217,12 @@ export async function createApp(options: AppOptions): Promise<App> {
     breakGlass,
     stores,
     fetcher,
+    budget,
     transfer: config.transfer,
+    pacing: {
+      minBytesPerSecond: config.limits.minClientBytesPerSecond,
+      windowSeconds: config.limits.minClientRateWindowSeconds,
+    },
     metrics,
     logger,
     clock,
@@ -157,23 +243,10 @@ export async function createApp(options: AppOptions): Promise<App> {
   });
   const readiness = (): ReadinessReport => probes.report();
 
-  const serverOptions: ServerOptions = {
-    maxHeaderSize: config.limits.maxHeaderBytes,
-    headersTimeout: config.limits.headersTimeoutSeconds * 1000,
-    // The request (headers; GET/HEAD have no body) must arrive within this; responses may take as long as they stream.
-    requestTimeout: config.limits.headersTimeoutSeconds * 1000 + 1000,
-    keepAliveTimeout: 5000,
-    highWaterMark: DATA_HIGH_WATER_MARK,
-  };
-  const onRequest = (req: Parameters<typeof handle>[0], res: Parameters<typeof handle>[1]) => {
-    handle(req, res).catch((error: unknown) => logger.error({ err: error }, 'unhandled request error'));
-  };
   const tls = config.listen.tls;
-  const data: Server = tls
-    ? createHttpsServer({ ...serverOptions, ...readTls(tls) }, onRequest)
-    : createHttpServer(serverOptions, onRequest);
-  // Socket inactivity (a client that stops reading, or an idle keep-alive) closes the connection.
-  data.setTimeout(config.limits.idleTimeoutSeconds * 1000, (socket) => socket.destroy());
+  const data = createDataServer(config, metrics, (req, res) => {
+    handle(req, res).catch((error: unknown) => logger.error({ err: error }, 'unhandled request error'));
+  });
   const admin = createHttpServer(
     { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 15_000 },
     createAdminHandler({
@@ -185,16 +258,7 @@ export async function createApp(options: AppOptions): Promise<App> {
   );
 
   const reloadTls = () => {
-    if (!tls) return;
-    try {
-      (data as unknown as { setSecureContext(o: object): void }).setSecureContext(readTls(tls));
-      logger.info({ event: 'tls_reloaded', cert: tls.cert }, 'TLS certificate reloaded');
-    } catch (error) {
-      logger.error(
-        { event: 'tls_reload_failed', err: String(error) },
-        'TLS reload failed; keeping the previous certificate',
-      );
-    }
+    if (tls) reloadCertificate(data, tls, logger);
   };
 
   let webhook: AdmissionListener | undefined;
@@ -238,19 +302,19 @@ export async function createApp(options: AppOptions): Promise<App> {
       policy.updateGauge(catalog.all().map((r) => r.environment));
     },
     readiness,
-    activeTransfers: () => active,
+    activeTransfers: () => admission.active(),
     async shutdown(graceSeconds = config.limits.shutdownGraceSeconds) {
       draining = true;
       catalog.stop();
       const closed = new Promise<void>((resolve) => data.close(() => resolve()));
       data.closeIdleConnections();
-      if (active > 0) {
+      if (admission.active() > 0) {
         await Promise.race([
-          new Promise<void>((resolve) => idle.push(resolve)),
+          admission.whenIdle(),
           new Promise<void>((resolve) => setTimeout(resolve, graceSeconds * 1000).unref()),
         ]);
       }
-      const cut = active;
+      const cut = admission.active();
       data.closeAllConnections();
       await closed;
       await webhook?.close();

@@ -54,10 +54,12 @@ export function parseRoute(rawTarget: string): ApiRoute {
     .join('/');
   if (!isValidModelName(model)) throw new ModelgateError('MG_BAD_REFERENCE', 'malformed model name');
   const rest = segments.slice(split + 1);
+  const [first] = rest;
 
   if (segments[split] === 'blobs') {
-    if (rest.length !== 1) throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');
-    const digest = decodeSegment(rest[0]!, 'MG_BAD_REFERENCE');
+    if (rest.length !== 1 || first === undefined)
+      throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');
+    const digest = decodeSegment(first, 'MG_BAD_REFERENCE');
     if (!digest.startsWith('sha256:') || !isSha256Hex(digest.slice(7))) {
       throw new ModelgateError(
         'MG_BAD_REFERENCE',
@@ -67,8 +69,8 @@ export function parseRoute(rawTarget: string): ApiRoute {
     return { kind: 'blob', model, digest };
   }
 
-  if (rest.length === 0 || rest[0] === '') throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');
-  const ref = parseRef(rest[0]!);
+  if (first === undefined || first === '') throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');
+  const ref = parseRef(first);
   if (rest.length === 1) return { kind: 'manifest', model, ref };
   if (rest[1] !== 'files' || rest.length < 3)
     throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');

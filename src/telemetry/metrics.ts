@@ -31,7 +31,14 @@ export interface Metrics {
   readonly environmentEnforcing: Gauge<'environment'>;
   /** Admission reviews answered (docs/admission.md): result allowed|denied|warned, reason from a fixed set. */
   readonly admissionReviews: Counter<'environment' | 'result' | 'reason'>;
+  readonly transferMemoryBytes: Gauge;
+  readonly transferMemoryWaiting: Gauge;
+  readonly slowClientsDropped: Counter<'reason'>;
+  readonly hashWorkerRestarts: Counter;
 }
+
+/** Why a client was cut off for its pace: no socket progress for the idle timeout, or below the minimum rate. */
+export type SlowClientReason = 'idle' | 'rate';
 
 /** Route label values. */
 export type Route = 'manifest' | 'file' | 'blob' | 'other';
@@ -175,6 +182,27 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       name: 'modelgate_environment_enforcing',
       help: '1 when the environment enforces, 0 while it is in audit mode.',
       labelNames: ['environment'],
+      registers,
+    }),
+    transferMemoryBytes: new Gauge({
+      name: 'modelgate_transfer_memory_bytes',
+      help: 'Transfer memory reserved now (chunks read, hashed, sent or cached); at most transfer.maxBufferedBytes.',
+      registers,
+    }),
+    transferMemoryWaiting: new Gauge({
+      name: 'modelgate_transfer_memory_waiting',
+      help: 'Reads and transfers waiting for transfer memory now.',
+      registers,
+    }),
+    slowClientsDropped: new Counter({
+      name: 'modelgate_slow_clients_dropped_total',
+      help: 'Connections cut for their pace: idle (no socket progress for limits.idleTimeoutSeconds) or rate (below limits.minClientBytesPerSecond).',
+      labelNames: ['reason'],
+      registers,
+    }),
+    hashWorkerRestarts: new Counter({
+      name: 'modelgate_hash_worker_restarts_total',
+      help: 'Hash worker threads that died and were replaced.',
       registers,
     }),
     admissionReviews: new Counter({

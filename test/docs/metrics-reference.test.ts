@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { createMetrics } from '../../src/telemetry/metrics.ts';
+import { createMetrics, createSupervisorMetrics } from '../../src/telemetry/metrics.ts';
 
 const reference = readFileSync(new URL('../../docs/metrics.md', import.meta.url), 'utf8');
 
@@ -17,7 +17,11 @@ function documentedRows(): Map<string, string[]> {
 }
 
 describe('the metrics reference (docs/metrics.md)', () => {
-  const registered = createMetrics({ defaultMetrics: false }).registry.getMetricsAsArray();
+  // The workers' metrics and the primary's own (serve --workers N) are all exported on /metrics.
+  const registered = [
+    ...createMetrics({ defaultMetrics: false }).registry.getMetricsAsArray(),
+    ...createSupervisorMetrics().registry.getMetricsAsArray(),
+  ];
 
   it('documents every metric the proxy registers, with its type and labels', () => {
     const rows = documentedRows();

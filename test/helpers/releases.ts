@@ -57,15 +57,9 @@ export function buildManifest(input: BuildManifestInput): Manifest {
   const files = input.files.map((file): ManifestFile => {
     const chunkSize = file.chunkSize === undefined ? 1024 * 1024 : file.chunkSize;
     const digests = digestBytes(file.bytes, chunkSize);
-    const entry: ManifestFile = {
-      path: file.path,
-      size: digests.size,
-      digest: digests.digest,
-      sources: file.sources,
-    };
+    const entry = { path: file.path, size: digests.size, digest: digests.digest, sources: file.sources };
     if (chunkSize !== null && digests.chunks !== undefined) {
-      entry.chunkSize = chunkSize;
-      entry.chunks = digests.chunks;
+      return { ...entry, chunkSize, chunks: digests.chunks };
     }
     return entry;
   });

@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { isChunked } from '../../src/catalog/manifest.ts';
+import type { ChunkedFile } from '../../src/catalog/release.types.ts';
+import { createChunkFetcher } from '../../src/integrity/chunk-fetcher.ts';
+import { createInlineHasher } from '../../src/integrity/hasher.ts';
+import { createMemoryBudget } from '../../src/integrity/memory-budget.ts';
+import { createSourceSession } from '../../src/integrity/source-reader.ts';
+import { sendChunked, type TransferTarget } from '../../src/integrity/transfer.ts';
+import { createFileStore } from '../../src/stores/file/file-store.ts';
+import type { Store } from '../../src/stores/store.ts';
+import { createLogger } from '../../src/telemetry/logger.ts';
+import { createMetrics } from '../../src/telemetry/metrics.ts';
+import { randomBytesSeeded } from '../helpers/proxy.ts';
+import { buildManifest } from '../helpers/releases.ts';
+
+const MiB = 1024 * 1024;
+const CHUNKS = 8;
+
+/** The file store, counting the reads it is asked for. */
+function countingStore(store: Store) {
+  const counter = { reads: 0 };
+  const counted: Store = {
+    ...store,
+    read: (...args) => {
+      counter.reads++;
+      return store.read(...args);
+    },
+    ...(store.readInto
+      ? {
+          readInto: (...args: Parameters<NonNullable<Store['readInto']>>) => {
+            counter.reads++;
+            return store.readInto?.(...args) ?? Promise.reject(new Error('no readInto'));
+          },
+        }
+      : {}),
+  };
+  return { store: counted, counter };
+}
+
+/** A client that stops reading: each write completes only when the test lets it. */
+function pausedTarget() {
+  const received: Buffer[] = [];
+  let open: () => void = () => {};
+  let gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let paused = true;
+  const target: TransferTarget = {
+    headersSent: false,
+    async write(bytes) {
+      if (paused) await gate;
+      received.push(Buffer.from(bytes));
+    },
+    async end() {},
+  };
+  return {
+    target,
+    received,
+    resume() {
+      paused = false;
+      open();
+      gate = Promise.resolve();
+    },
+  };
+}
+
+describe('a chunk-mode transfer under memory pressure', () => {
+  let dir: string;
+  let file: ChunkedFile;
+  const bytes = randomBytesSeeded(CHUNKS * MiB, 41);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'modelgate-transfer-'));
+    await writeFile(join(dir, 'm.bin'), bytes);
+    const entry = buildManifest({
+      model: 'm',
+      version: '1',
+      environment: 'prod',
+      files: [{ path: 'm.bin', bytes, sources: ['file:m.bin'] }],
+    }).files[0];
+    assert.ok(entry && isChunked(entry));
+    file = entry;
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  describe('when its client stops reading and the budget holds two chunks', () => {
+    it('stops reading from the source at two chunks, then finishes once the client reads again', async () => {
+      const budget = createMemoryBudget({ maxBytes: 2 * (MiB + 1) });
+      const fetcher = createChunkFetcher({ hasher: createInlineHasher(), cacheBytes: 0, budget });
+      const { store, counter } = countingStore(
+        createFileStore({ root: dir, timeouts: { connectSeconds: 1, firstByteSeconds: 5, idleSeconds: 5 } }),
+      );
+      const session = createSourceSession(file, {
+        stores: { forLocation: () => store },
+        transfer: {
+          readAhead: CHUNKS,
+          chunkCacheBytes: 0,
+          maxBufferedBytes: 2 * (MiB + 1),
+          memoryWaitSeconds: 5,
+          hashWorkers: false,
+          retries: 0,
+          retryBackoffMs: 0,
+          retryBackoffMaxMs: 0,
+          retryBudgetSeconds: 30,
+        },
+        metrics: createMetrics({ defaultMetrics: false }),
+        logger: createLogger({ level: 'silent' }),
+      });
+      const client = pausedTarget();
+      const done = sendChunked({
+        session,
+        target: client.target,
+        signal: new AbortController().signal,
+        onMismatch: 'fail',
+        onViolation: () => assert.fail('no violation expected'),
+        memoryWaitMs: 5000,
+        fetcher,
+        range: { start: 0, end: file.size },
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      // Chunk 0 waits for the socket, chunk 1 was read ahead; nothing more fits, so nothing more is read.
+      assert.equal(counter.reads, 2);
+      assert.ok(budget.inUseBytes() <= 2 * (MiB + 1));
+      client.resume();
+      assert.deepEqual(await done, { bytes: CHUNKS * MiB });
+      assert.ok(Buffer.concat(client.received).equals(bytes));
+      assert.equal(counter.reads, CHUNKS);
+      assert.equal(budget.inUseBytes(), 0);
+    });
+  });
+
+  describe('when the client goes away while chunks are held and read ahead', () => {
+    it('returns every byte of the budget', async () => {
+      const budget = createMemoryBudget({ maxBytes: 4 * (MiB + 1) });
+      const fetcher = createChunkFetcher({ hasher: createInlineHasher(), cacheBytes: 0, budget });
+      const store = createFileStore({
+        root: dir,
+        timeouts: { connectSeconds: 1, firstByteSeconds: 5, idleSeconds: 5 },
+      });
+      const session = createSourceSession(file, {
+        stores: { forLocation: () => store },
+        transfer: {
+          readAhead: 4,
+          chunkCacheBytes: 0,
+          maxBufferedBytes: 4 * (MiB + 1),
+          memoryWaitSeconds: 5,
+          hashWorkers: false,
+          retries: 0,
+          retryBackoffMs: 0,
+          retryBackoffMaxMs: 0,
+          retryBudgetSeconds: 30,
+        },
+        metrics: createMetrics({ defaultMetrics: false }),
+        logger: createLogger({ level: 'silent' }),
+      });
+      const client = new AbortController();
+      const target: TransferTarget = {
+        headersSent: true,
+        write: () =>
+          new Promise((_resolve, reject) => {
+            client.signal.addEventListener('abort', () => reject(client.signal.reason), { once: true });
+          }),
+        async end() {},
+      };
+      const done = sendChunked({
+        session,
+        target,
+        signal: client.signal,
+        onMismatch: 'fail',
+        onViolation: () => {},
+        memoryWaitMs: 5000,
+        fetcher,
+        range: { start: 0, end: file.size },
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(budget.inUseBytes() > 0);
+      client.abort(new Error('client went away'));
+      await assert.rejects(done, /client went away/);
+      for (let i = 0; i < 100 && budget.inUseBytes() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(budget.inUseBytes(), 0);
+      assert.equal(budget.waiting(), 0);
+    });
+  });
+});
