@@ -1,3 +1,5 @@
+import type { ReleaseViolation } from './admissible.types.ts';
+
 /** The live state of one environment (docs/break-glass.md), as of a given instant. */
 export interface EnvironmentState {
   name: string;
@@ -18,14 +20,12 @@ export interface EnvironmentPolicy {
   updateGauge(extra?: Iterable<string>): void;
 }
 
-/** Policy violations, the `violation` label of modelgate_policy_violations_total. */
-export type Violation =
-  | 'unsigned_release'
-  | 'untrusted_signer'
-  | 'mutable_reference'
-  | 'digest_mismatch'
-  | 'size_mismatch'
-  | 'source_changed';
+/**
+ * Policy violations, the `violation` label of modelgate_policy_violations_total:
+ * the release-level ones the admissibility decision finds, and the byte-level
+ * ones found while streaming.
+ */
+export type Violation = ReleaseViolation | 'digest_mismatch' | 'size_mismatch' | 'source_changed';
 
 /** A verified break-glass token, bound to one service account, model and release. */
 export interface BreakGlassGrant {

@@ -29,6 +29,7 @@ import { toSignerSpec } from '../trust/signer-config.ts';
 import { type AdminDeps, createAdminHandler, type ReadinessReport } from './admin.ts';
 import { createHandler } from './handler.ts';
 import { createReadiness } from './readiness.ts';
+import { createReleaseGate } from './release-gate.ts';
 
 /** Socket write buffer of the data listener: 1 MiB lets one write hand the kernel a large slice of a chunk. */
 const DATA_HIGH_WATER_MARK = 1024 * 1024;
@@ -178,12 +179,14 @@ export async function createApp(options: AppOptions): Promise<App> {
   const clock = options.clock ?? systemClock;
   const metrics = options.metrics ?? createMetrics();
   const stores: StoreSet = await createStores(config.stores);
+  let gate: ReturnType<typeof createReleaseGate> | undefined;
   const catalog = createCatalog({
     config: config.catalog,
     signers: config.signers.map(toSignerSpec),
     upstreamSigners: config.upstreamSigners.map(toSignerSpec),
     attestors: config.attestors.map(toSignerSpec),
     baseDir: dirname(config.source),
+    onScan: () => gate?.refresh(),
     logger,
     metrics,
     clock,
@@ -196,6 +199,8 @@ export async function createApp(options: AppOptions): Promise<App> {
     logger,
   });
   const policy = createEnvironmentPolicy({ environments: config.environments, clock, metrics });
+  gate = createReleaseGate({ config, catalog, environments: policy, metrics, logger, clock });
+  const releasePolicy = gate.policy;
   const breakGlass = await createBreakGlassVerifier({ config: config.breakGlass, clock });
   const hasher = createHasher(config, metrics, logger);
   const budget = createMemoryBudget({
@@ -214,6 +219,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     catalog,
     authenticator,
     policy,
+    releasePolicy,
     breakGlass,
     stores,
     fetcher,
@@ -252,7 +258,10 @@ export async function createApp(options: AppOptions): Promise<App> {
     createAdminHandler({
       registry: metrics.registry,
       readiness,
-      beforeScrape: () => policy.updateGauge(catalog.all().map((r) => r.environment)),
+      beforeScrape: () => {
+        policy.updateGauge(catalog.all().map((r) => r.environment));
+        gate?.refresh();
+      },
       ...(options.metricsText ? { metricsText: options.metricsText } : {}),
     }),
   );
@@ -282,6 +291,7 @@ export async function createApp(options: AppOptions): Promise<App> {
         config,
         catalog,
         environments: policy,
+        policy: releasePolicy,
         metrics,
         logger,
         clock,

@@ -22,12 +22,18 @@ export interface AuditFields {
   error?: ModelgateError;
   /** Why the proxy cut a client off (a slow reader); absent when the client left by itself. */
   dropped?: 'too_slow';
+  /** Ids of the policy exceptions that waived something for this request. */
+  exceptions?: string[];
+  /** Release digests from the release up its parent chain. */
+  lineage?: string[];
 }
 
 export interface AuditRecord {
   readonly requestId: string;
   note(fields: AuditFields): void;
   violation(violation: Violation): void;
+  /** True once a violation was noted (audit mode served it, or a byte check failed). */
+  hasViolations(): boolean;
   /** Verified body bytes handed to the socket, and the store they came from. */
   sent(store: StoreKind, bytes: number): void;
   /** Writes the one `retrieval` line for the request. */
@@ -47,6 +53,7 @@ export function createAuditRecord(requestId: string): AuditRecord {
     violation(violation) {
       violations.push(violation);
     },
+    hasViolations: () => violations.length > 0,
     sent(from, count) {
       store = from;
       bytes += count;
@@ -72,6 +79,8 @@ export function createAuditRecord(requestId: string): AuditRecord {
         file: fields.file?.path,
         fileDigest: fields.file?.digest,
         signer: release?.signer,
+        signerIdentity: release?.signature,
+        upstream: release?.upstream,
         trust: release?.trust,
         provenance: release?.manifest.provenance,
         environment: environment?.name,
@@ -80,6 +89,8 @@ export function createAuditRecord(requestId: string): AuditRecord {
         bytes,
         durationMs: Math.round(durationSeconds * 1000),
         violations: violations.length > 0 ? violations : undefined,
+        exceptions: fields.exceptions,
+        lineage: fields.lineage !== undefined && fields.lineage.length > 1 ? fields.lineage : undefined,
         breakGlassIncident: fields.breakGlass?.incident,
         breakGlassJti: fields.breakGlass?.jti,
         dropped: fields.dropped,

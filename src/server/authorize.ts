@@ -1,9 +1,11 @@
 import type { IncomingMessage } from 'node:http';
 import type { CatalogLookup } from '../catalog/catalog.types.ts';
 import type { ManifestFile, Release } from '../catalog/release.types.ts';
+import type { Clock } from '../clock.ts';
 import { isModelgateError, ModelgateError } from '../errors.ts';
 import type { RequestHeaders } from '../identity/authenticator.ts';
 import type { Principal } from '../identity/principal.types.ts';
+import type { AdmissionPolicy } from '../policy/admissible.types.ts';
 import { isGranted, mayReadModel } from '../policy/grants.ts';
 import type {
   BreakGlassGrant,
@@ -19,10 +21,19 @@ import type { ApiRoute } from './route.ts';
 
 const MAX_BREAK_GLASS_HEADER = 16 * 1024;
 
-/** What authorization decided for one release: its environment, and the break-glass grant if one was used. */
+/**
+ * What authorization decided for one release: its environment, the
+ * break-glass grant if one was used, the exceptions that waived something,
+ * and whether the release was admissible with nothing waived or tolerated
+ * (the `verified` label of modelgate_retrievals_total, with the bytes).
+ */
 export interface Access {
   environment: EnvironmentState;
   breakGlass: BreakGlassGrant | undefined;
+  exceptions: string[];
+  clean: boolean;
+  /** Release digests from this release up its parent chain (this release first). */
+  lineage: string[];
 }
 
 /** Who asked for what: the context a violation is reported with. */
@@ -92,8 +103,11 @@ export type Target =
 export interface AuthorizeDeps {
   catalog: CatalogLookup;
   policy: EnvironmentPolicy;
+  /** The admissibility decision shared with admission and `modelgate report`. */
+  releasePolicy: AdmissionPolicy;
   breakGlass: BreakGlassVerifier;
   reportViolation: ReportViolation;
+  clock: Clock;
 }
 
 /**
@@ -118,16 +132,29 @@ export function createAuthorizer(deps: AuthorizeDeps) {
         model: release.model,
         release: release.digest,
       });
-      return { environment, breakGlass };
+      return { environment, breakGlass, exceptions: [], clean: false, lineage: [release.digest] };
     }
     if (!isGranted(principal, release.model, release.environment)) {
       throw new ModelgateError('MG_NOT_GRANTED', 'not granted');
     }
-    for (const [violation, error] of violationsOf(release, environment, refIsVersion)) {
-      deps.reportViolation({ audit, principal, release, environment }, violation, error);
-      if (environment.mode === 'enforce') throw error;
+    const decision = deps.releasePolicy.decide({
+      release,
+      environment: release.environment,
+      now: deps.clock(),
+      refIsVersion,
+    });
+    for (const finding of decision.blocking) {
+      const error = new ModelgateError(finding.code, finding.message);
+      deps.reportViolation({ audit, principal, release, environment }, finding.violation, error);
+      if (decision.enforced) throw error;
     }
-    return { environment, breakGlass: undefined };
+    return {
+      environment,
+      breakGlass: undefined,
+      exceptions: decision.exceptions,
+      clean: decision.findings.length === 0,
+      lineage: decision.lineage,
+    };
   }
 
   /** Blob route: the first release of this model listing the digest that the caller may read. */
@@ -183,37 +210,4 @@ export function createAuthorizer(deps: AuthorizeDeps) {
     if (!file) throw new ModelgateError('MG_FILE_NOT_FOUND', 'the release lists no such file');
     return { kind: 'file', release, file, access };
   };
-}
-
-/** The policy violations a release has for this environment and reference, each with its refusal. */
-function violationsOf(
-  release: Release,
-  environment: EnvironmentState,
-  refIsVersion: boolean,
-): Array<[Violation, ModelgateError]> {
-  const violations: Array<[Violation, ModelgateError]> = [];
-  if (refIsVersion && environment.digestRefsOnly) {
-    violations.push([
-      'mutable_reference',
-      new ModelgateError(
-        'MG_DIGEST_REF_REQUIRED',
-        `environment ${environment.name} requires a sha256: release reference`,
-      ),
-    ]);
-  }
-  if (release.trust === 'unsigned') {
-    violations.push([
-      'unsigned_release',
-      new ModelgateError('MG_RELEASE_UNSIGNED', 'the release manifest is not signed'),
-    ]);
-  } else if (release.trust === 'untrusted_signer') {
-    violations.push([
-      'untrusted_signer',
-      new ModelgateError(
-        'MG_SIGNER_UNTRUSTED',
-        `signer ${release.signer} is not trusted for environment ${release.environment}`,
-      ),
-    ]);
-  }
-  return violations;
 }

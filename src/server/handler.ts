@@ -9,6 +9,7 @@ import type { Principal } from '../identity/principal.types.ts';
 import type { ChunkFetcher } from '../integrity/chunk-fetcher.ts';
 import type { MemoryBudget } from '../integrity/memory-budget.ts';
 import type { StoreLookup } from '../integrity/source-reader.ts';
+import type { AdmissionPolicy } from '../policy/admissible.types.ts';
 import type { BreakGlassGrant, BreakGlassVerifier, EnvironmentPolicy } from '../policy/policy.types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
@@ -24,6 +25,8 @@ export interface HandlerDeps {
   catalog: CatalogLookup;
   authenticator: TokenAuthenticator;
   policy: EnvironmentPolicy;
+  /** The admissibility decision shared with admission and `modelgate report`. */
+  releasePolicy: AdmissionPolicy;
   breakGlass: BreakGlassVerifier;
   stores: StoreLookup;
   fetcher: ChunkFetcher;
@@ -114,17 +117,41 @@ export function createHandler(deps: HandlerDeps) {
     const principal = await deps.authenticator.authenticate(authHeaders(req));
     audit.note({ principal });
     const target = await authorize(req, audit, principal, route);
-    const { environment, breakGlass } = target.access;
-    audit.note({ release: target.release, environment, ...(breakGlass ? { breakGlass } : {}) });
+    const { environment, breakGlass, exceptions, lineage } = target.access;
+    audit.note({
+      release: target.release,
+      environment,
+      lineage,
+      ...(breakGlass ? { breakGlass } : {}),
+      ...(exceptions.length > 0 ? { exceptions } : {}),
+    });
     let status: number;
     if (target.kind === 'manifest') {
-      status = respondManifest(req, res, target.release);
+      status = respondManifest(req, res, target.release, lineage);
     } else {
       audit.note({ file: target.file });
       status = await respondFile(fileDeps, { req, res, audit, principal, ...target });
+      if (req.method === 'GET' && status !== 304) countRetrieval(route, target.access, audit);
     }
     if (breakGlass) noteBreakGlass(audit, principal, target, breakGlass);
+    for (const id of exceptions) metrics.exceptionRequests.inc({ id });
     return status;
+  }
+
+  /**
+   * One completed file retrieval for the program metrics: pinned by digest
+   * or not, and "verified" only when the release was admissible with nothing
+   * waived or tolerated (no exception, break-glass or audit-mode violation)
+   * and every byte matched (docs/attestations.md "Program metrics").
+   */
+  function countRetrieval(route: ApiRoute, access: Target['access'], audit: AuditRecord): void {
+    const ref = route.kind === 'blob' || route.ref.kind === 'digest' ? 'digest' : 'version';
+    const verified = access.clean && access.breakGlass === undefined && !audit.hasViolations();
+    metrics.retrievals.inc({
+      environment: access.environment.name,
+      ref,
+      verified: verified ? 'true' : 'false',
+    });
   }
 
   /** Answers (or, mid-body, cuts) a failed request and returns its outcome. */

@@ -161,6 +161,9 @@ const ALLOWED_LABEL_VALUES: Record<string, (value: string) => boolean> = {
   le: (v) => v === '+Inf' || Number.isFinite(Number(v)),
   // Signer names come from the configuration (the harness configures one, `release`).
   signer: (v) => v === 'release',
+  ref: (v) => v === 'digest' || v === 'version',
+  verified: (v) => v === 'true' || v === 'false',
+  id: (v) => /^EXC-[0-9]+$/.test(v),
 };
 
 /** `modelgate_source_requests_total` counts reads of a store, with outcomes of its own. */
@@ -315,6 +318,13 @@ describe('when one scripted request of every kind has gone through the proxy', (
   it('counts the mismatch as an enforced policy violation of its environment', () => {
     assert.deepEqual(seriesOf(samples, 'modelgate_policy_violations_total'), {
       'environment=prod,mode=enforce,violation=digest_mismatch': 1,
+    });
+  });
+
+  it('counts the one completed file retrieval as pinned and verified', () => {
+    // The tampered and the aborted transfers never completed: only completed GETs count.
+    assert.deepEqual(seriesOf(samples, 'modelgate_retrievals_total'), {
+      'environment=prod,ref=digest,verified=true': 1,
     });
   });
 

@@ -61,6 +61,8 @@ export interface ReleaseInput {
   /** `signer` (default), `unsigned` (a .json manifest), or another TestSigner. */
   signedBy?: 'signer' | 'unsigned' | TestSigner;
   provenance?: Record<string, string>;
+  /** The release digest this one was derived from (lineage). */
+  parent?: string;
 }
 
 export interface HarnessOptions {
@@ -183,6 +185,7 @@ export async function startHarness(
         files,
         ...(input.provenance ? { provenance: input.provenance } : {}),
       });
+      if (input.parent !== undefined) manifest.parent = input.parent;
       const name = `${input.model.replaceAll('/', '_')}-${input.version}`;
       let jws: string;
       let digest: string;
