@@ -42,6 +42,11 @@ export interface AdmissionListenerOptions {
 export interface AdmissionListener {
   /** `https://host:port` */
   readonly url: string;
+  /**
+   * Decides later reviews with a reloaded configuration's catalog, policy and
+   * identities (SIGHUP); a review already being decided finishes with the old.
+   */
+  update(deps: Pick<AdmissionListenerOptions, 'catalog' | 'policy' | 'environments' | 'issuers' | 'serviceAccounts'>): void;
   close(): Promise<void>;
 }
 
@@ -140,16 +145,18 @@ export async function startAdmissionListener(options: AdmissionListenerOptions):
   const { config, logger } = options;
   const base = dirname(options.configSource);
   const tls = { cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
-  const decider = createAdmissionDecider({
-    catalog: options.catalog,
-    policy: options.policy,
-    environments: options.environments,
-    issuers: options.issuers,
-    serviceAccounts: options.serviceAccounts,
-    requireModels: config.requireModels,
-    clock: options.clock,
-  });
-  const handle = createReviewHandler(options, decider);
+  const build = (deps: Pick<AdmissionListenerOptions, 'catalog' | 'policy' | 'environments' | 'issuers' | 'serviceAccounts'>) =>
+    createAdmissionDecider({
+      catalog: deps.catalog,
+      policy: deps.policy,
+      environments: deps.environments,
+      issuers: deps.issuers,
+      serviceAccounts: deps.serviceAccounts,
+      requireModels: config.requireModels,
+      clock: options.clock,
+    });
+  let current = build(options);
+  const handle = createReviewHandler(options, { review: (pod, environment) => current.review(pod, environment) });
   const server: Server = createServer(
     { ...readTlsFiles(tls), headersTimeout: 10_000, requestTimeout: 15_000, keepAliveTimeout: 30_000 },
     (req, res) => {
@@ -178,6 +185,9 @@ export async function startAdmissionListener(options: AdmissionListenerOptions):
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return {
     url: `https://${host}:${address.port}`,
+    update(deps) {
+      current = build(deps);
+    },
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolveClose) => server.close(() => resolveClose()));

@@ -8,28 +8,21 @@ import {
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { dirname } from 'node:path';
 import { type AdmissionListener, startConfiguredAdmission } from '../admission/listener.ts';
-import { createCatalog } from '../catalog/catalog.ts';
 import type { Catalog } from '../catalog/catalog.types.ts';
 import { type Clock, systemClock } from '../clock.ts';
 import type { ModelgateConfig, TlsConfig } from '../config/config.types.ts';
-import { createAuthenticator } from '../identity/authenticator.ts';
+import { ConfigError, loadConfig } from '../config/load.ts';
 import type { Authenticator } from '../identity/authenticator.types.ts';
 import { type ChunkFetcher, createChunkFetcher } from '../integrity/chunk-fetcher.ts';
 import { createInlineHasher, createWorkerHasher, type Hasher } from '../integrity/hasher.ts';
 import { createMemoryBudget } from '../integrity/memory-budget.ts';
-import { createBreakGlassVerifier } from '../policy/break-glass.ts';
-import { createEnvironmentPolicy } from '../policy/environments.ts';
 import type { EnvironmentPolicy } from '../policy/policy.types.ts';
 import { createStores, type StoreSet } from '../stores/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
-import { toSignerSpec } from '../trust/signer-config.ts';
 import { type AdminDeps, createAdminHandler, type ReadinessReport } from './admin.ts';
-import { createHandler } from './handler.ts';
-import { createReadiness } from './readiness.ts';
-import { createReleaseGate } from './release-gate.ts';
+import { buildTrustState, type SharedParts, type TrustState } from './trust-state.ts';
 
 /** Socket write buffer of the data listener: 1 MiB lets one write hand the kernel a large slice of a chunk. */
 const DATA_HIGH_WATER_MARK = 1024 * 1024;
@@ -45,6 +38,15 @@ export interface AppOptions {
   adminListener?: boolean;
 }
 
+/** What a SIGHUP reload did. */
+export interface ConfigReloadResult {
+  applied: boolean;
+  /** Why it was refused (each names the field or file). */
+  problems: string[];
+  /** Changed sections a running process cannot apply (listeners, stores, …). */
+  needsRestart?: string[];
+}
+
 export interface App {
   readonly metrics: Metrics;
   readonly catalog: Catalog;
@@ -53,8 +55,15 @@ export interface App {
   readonly fetcher: ChunkFetcher;
   /** Listens on every listener; resolves with their URLs (`admissionUrl` when `admission:` is configured). */
   start(): Promise<{ dataUrl: string; adminUrl: string; admissionUrl?: string }>;
-  /** Re-scans the catalog (SIGHUP). */
+  /** Re-scans the catalog (the poll, or a reload that found the configuration unchanged). */
   reload(): Promise<void>;
+  /**
+   * SIGHUP: reloads the whole configuration file. An invalid file (or an
+   * unreadable key file) changes nothing; a valid one replaces identities,
+   * signers, the catalog, environments and exceptions for new requests while
+   * requests in flight finish under the configuration they started with.
+   */
+  reloadConfig(): Promise<ConfigReloadResult>;
   readiness(): ReadinessReport;
   /** Transfers in flight now. */
   activeTransfers(): number;
@@ -173,35 +182,20 @@ function reloadCertificate(data: Server, tls: TlsConfig, logger: Logger) {
   }
 }
 
+/** Settings a SIGHUP cannot change in a running process (listeners, stores, the integrity engine). */
+const RESTART_ONLY = ['listen', 'admin', 'admission', 'stores', 'transfer', 'limits', 'workers'] as const;
+
+/** Which restart-only sections differ between two configurations. */
+function restartOnlyChanges(before: ModelgateConfig, after: ModelgateConfig): string[] {
+  return RESTART_ONLY.filter((key) => JSON.stringify(before[key]) !== JSON.stringify(after[key]));
+}
+
 /** Builds every component from the configuration and wires them; nothing listens until start(). */
 export async function createApp(options: AppOptions): Promise<App> {
   const { config, logger } = options;
   const clock = options.clock ?? systemClock;
   const metrics = options.metrics ?? createMetrics();
   const stores: StoreSet = await createStores(config.stores);
-  let gate: ReturnType<typeof createReleaseGate> | undefined;
-  const catalog = createCatalog({
-    config: config.catalog,
-    signers: config.signers.map(toSignerSpec),
-    upstreamSigners: config.upstreamSigners.map(toSignerSpec),
-    attestors: config.attestors.map(toSignerSpec),
-    baseDir: dirname(config.source),
-    onScan: () => gate?.refresh(),
-    logger,
-    metrics,
-    clock,
-  });
-  const authenticator = createAuthenticator({
-    issuers: config.issuers,
-    serviceAccounts: config.serviceAccounts,
-    tokenCacheEntries: config.identity.tokenCacheEntries,
-    clock,
-    logger,
-  });
-  const policy = createEnvironmentPolicy({ environments: config.environments, clock, metrics });
-  gate = createReleaseGate({ config, catalog, environments: policy, metrics, logger, clock });
-  const releasePolicy = gate.policy;
-  const breakGlass = await createBreakGlassVerifier({ config: config.breakGlass, clock });
   const hasher = createHasher(config, metrics, logger);
   const budget = createMemoryBudget({
     maxBytes: config.transfer.maxBufferedBytes,
@@ -211,91 +205,114 @@ export async function createApp(options: AppOptions): Promise<App> {
     },
   });
   const fetcher = createChunkFetcher({ hasher, cacheBytes: config.transfer.chunkCacheBytes, budget });
-
   let draining = false;
   const admission = createAdmission(config.limits.maxConcurrentTransfers);
-
-  const handle = createHandler({
-    catalog,
-    authenticator,
-    policy,
-    releasePolicy,
-    breakGlass,
-    stores,
-    fetcher,
-    budget,
-    transfer: config.transfer,
-    pacing: {
-      minBytesPerSecond: config.limits.minClientBytesPerSecond,
-      windowSeconds: config.limits.minClientRateWindowSeconds,
-    },
+  const shared: SharedParts = {
     metrics,
     logger,
     clock,
+    stores,
+    fetcher,
+    budget,
     admission,
     draining: () => draining,
-  });
-
-  const probes = createReadiness({
-    configSource: config.source,
-    catalog,
-    catalogDir: config.catalog.dir,
-    authenticator,
-    stores,
-    policy,
-    draining: () => draining,
-    logger,
-    clock,
-  });
-  const readiness = (): ReadinessReport => probes.report();
+  };
+  // Swapped whole by reloadConfig(); each request reads it once, when it arrives.
+  let state = await buildTrustState(config, shared);
 
   const tls = config.listen.tls;
   const data = createDataServer(config, metrics, (req, res) => {
-    handle(req, res).catch((error: unknown) => logger.error({ err: error }, 'unhandled request error'));
+    state.handle(req, res).catch((error: unknown) => logger.error({ err: error }, 'unhandled request error'));
   });
   const admin = createHttpServer(
     { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 15_000 },
     createAdminHandler({
       registry: metrics.registry,
-      readiness,
-      beforeScrape: () => {
-        policy.updateGauge(catalog.all().map((r) => r.environment));
-        gate?.refresh();
-      },
+      readiness: () => state.probes.report(),
+      beforeScrape: () => state.refreshGauges(),
       ...(options.metricsText ? { metricsText: options.metricsText } : {}),
     }),
   );
-
   const reloadTls = () => {
     if (tls) reloadCertificate(data, tls, logger);
   };
 
   let webhook: AdmissionListener | undefined;
+  const admissionDeps = (s: TrustState) => ({
+    catalog: s.catalog,
+    policy: s.releasePolicy,
+    environments: s.policy,
+    issuers: s.config.issuers,
+    serviceAccounts: s.config.serviceAccounts,
+  });
+
+  /**
+   * SIGHUP: validate the file again and, when it is valid, build the new
+   * trust state (keys, catalog, policy) beside the old one and swap it in.
+   * An invalid file, or a key file that cannot be read, changes nothing.
+   */
+  async function reloadConfig(): Promise<ConfigReloadResult> {
+    let next: ModelgateConfig;
+    try {
+      next = loadConfig(config.source);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      logger.error(
+        { event: 'config_reload_refused', problems: error.problems },
+        'SIGHUP: the configuration is invalid; the previous configuration keeps serving',
+      );
+      return { applied: false, problems: error.problems.map((p) => `${p.path}: ${p.message}`) };
+    }
+    const ignored = restartOnlyChanges(state.config, next);
+    let candidate: TrustState;
+    try {
+      candidate = await buildTrustState(next, shared);
+      await candidate.start();
+    } catch (error) {
+      logger.error(
+        { event: 'config_reload_refused', err: error },
+        'SIGHUP: the new configuration cannot be loaded; the previous configuration keeps serving',
+      );
+      return { applied: false, problems: [error instanceof Error ? error.message : String(error)] };
+    }
+    const previous = state;
+    state = candidate;
+    webhook?.update(admissionDeps(candidate));
+    previous.stop();
+    if (ignored.length > 0) {
+      logger.warn(
+        { event: 'config_reload_partial', needsRestart: ignored },
+        `SIGHUP: changes to ${ignored.join(', ')} take effect only after a restart`,
+      );
+    }
+    logger.info(
+      { event: 'config_reloaded', releases: candidate.catalog.all().length },
+      'SIGHUP: configuration reloaded',
+    );
+    return { applied: true, problems: [], needsRestart: ignored };
+  }
+
   return {
     metrics,
-    catalog,
-    authenticator,
-    policy,
+    get catalog() {
+      return state.catalog;
+    },
+    get authenticator() {
+      return state.authenticator;
+    },
+    get policy() {
+      return state.policy;
+    },
     fetcher,
     async start() {
-      await Promise.all([catalog.start(), authenticator.start()]);
+      await state.start();
       // Probes the stores the loaded releases name; logs each failed check once, before listening.
-      await probes.check();
-      const environments = new Set(catalog.all().map((r) => r.environment));
-      policy.updateGauge(environments);
+      await state.probes.check();
       await listen(data, config.listen.port, config.listen.address);
       const withAdmin = options.adminListener !== false;
       if (withAdmin) await listen(admin, config.admin.port, config.admin.address);
       // Admission webhook (docs/admission.md).
-      webhook = await startConfiguredAdmission({
-        config,
-        catalog,
-        environments: policy,
-        policy: releasePolicy,
-        metrics,
-        logger,
-        clock,
-      });
+      webhook = await startConfiguredAdmission({ config, ...admissionDeps(state), metrics, logger, clock });
       if (tls) {
         // Polling survives the symlink swaps Kubernetes uses to update mounted secrets.
         watchFile(tls.cert, { interval: 5000, persistent: false }, reloadTls);
@@ -308,14 +325,15 @@ export async function createApp(options: AppOptions): Promise<App> {
       };
     },
     async reload() {
-      await catalog.reload();
-      policy.updateGauge(catalog.all().map((r) => r.environment));
+      await state.catalog.reload();
+      state.refreshGauges();
     },
-    readiness,
+    reloadConfig,
+    readiness: () => state.probes.report(),
     activeTransfers: () => admission.active(),
     async shutdown(graceSeconds = config.limits.shutdownGraceSeconds) {
       draining = true;
-      catalog.stop();
+      state.catalog.stop();
       const closed = new Promise<void>((resolve) => data.close(() => resolve()));
       data.closeIdleConnections();
       if (admission.active() > 0) {
@@ -336,7 +354,7 @@ export async function createApp(options: AppOptions): Promise<App> {
         unwatchFile(tls.cert, reloadTls);
         unwatchFile(tls.key, reloadTls);
       }
-      authenticator.close();
+      state.stop();
       await Promise.all([stores.close(), hasher.close()]);
       return cut;
     },

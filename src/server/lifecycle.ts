@@ -12,10 +12,13 @@ export function waitForStopSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-/** SIGHUP: re-scan the catalog; a failed scan keeps the last good catalog. */
+/**
+ * SIGHUP: reload the whole configuration (validated first; an invalid file
+ * changes nothing) and with it the keys and the catalog (README "Signals").
+ */
 export function reloadCatalog(app: App, logger: Logger): void {
-  logger.info({ event: 'reload' }, 'SIGHUP: re-scanning the catalog');
-  app.reload().catch((error: unknown) => logger.error({ err: error }, 'catalog reload failed'));
+  logger.info({ event: 'reload' }, 'SIGHUP: reloading the configuration and the catalog');
+  app.reloadConfig().catch((error: unknown) => logger.error({ err: error }, 'configuration reload failed'));
 }
 
 /** Graceful shutdown after a stop signal: transfers in flight get `limits.shutdownGraceSeconds`. */
