@@ -46,7 +46,12 @@ export interface AdmissionListener {
    * Decides later reviews with a reloaded configuration's catalog, policy and
    * identities (SIGHUP); a review already being decided finishes with the old.
    */
-  update(deps: Pick<AdmissionListenerOptions, 'catalog' | 'policy' | 'environments' | 'issuers' | 'serviceAccounts'>): void;
+  update(
+    deps: Pick<
+      AdmissionListenerOptions,
+      'catalog' | 'policy' | 'environments' | 'issuers' | 'serviceAccounts'
+    >,
+  ): void;
   close(): Promise<void>;
 }
 
@@ -145,7 +150,12 @@ export async function startAdmissionListener(options: AdmissionListenerOptions):
   const { config, logger } = options;
   const base = dirname(options.configSource);
   const tls = { cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
-  const build = (deps: Pick<AdmissionListenerOptions, 'catalog' | 'policy' | 'environments' | 'issuers' | 'serviceAccounts'>) =>
+  const build = (
+    deps: Pick<
+      AdmissionListenerOptions,
+      'catalog' | 'policy' | 'environments' | 'issuers' | 'serviceAccounts'
+    >,
+  ) =>
     createAdmissionDecider({
       catalog: deps.catalog,
       policy: deps.policy,
@@ -156,7 +166,9 @@ export async function startAdmissionListener(options: AdmissionListenerOptions):
       clock: options.clock,
     });
   let current = build(options);
-  const handle = createReviewHandler(options, { review: (pod, environment) => current.review(pod, environment) });
+  const handle = createReviewHandler(options, {
+    review: (pod, environment) => current.review(pod, environment),
+  });
   const server: Server = createServer(
     { ...readTlsFiles(tls), headersTimeout: 10_000, requestTimeout: 15_000, keepAliveTimeout: 30_000 },
     (req, res) => {

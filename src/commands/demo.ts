@@ -36,7 +36,9 @@ async function ensureKeyPair(dir: string, name: string): Promise<{ privateJwk: J
   const privateFile = join(dir, `${name}.private.jwk.json`);
   if (await exists(privateFile)) {
     const privateJwk = JSON.parse(await readFile(privateFile, 'utf8')) as JWK;
-    return { privateJwk, kid: privateJwk.kid! };
+    if (typeof privateJwk.kid !== 'string')
+      throw new Error(`${privateFile}: the demo key has no "kid"; delete the folder to regenerate it`);
+    return { privateJwk, kid: privateJwk.kid };
   }
   const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
   const publicJwk = await exportJWK(publicKey);
@@ -127,7 +129,7 @@ export async function prepareDemo(configPath: string): Promise<DemoState> {
     files,
   };
   const jws = await signManifest(manifest, releaseKey.privateJwk, releaseKey.kid, 'ES256');
-  const payload = Buffer.from(jws.split('.')[1]!, 'base64url');
+  const payload = Buffer.from(jws.split('.')[1] ?? '', 'base64url');
   const releaseDigest = sha256Digest(payload);
   await writeFileAtomic(join(releasesDir, 'demo_tiny-llm-1.0.0.jws'), `${jws}\n`);
 

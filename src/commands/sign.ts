@@ -171,19 +171,22 @@ export function checkUsage(parsed: ReturnType<typeof parse>): SignOptions | stri
   if (parsed.positionals.length !== 1) {
     return `expected exactly one DIR argument, got ${parsed.positionals.length}`;
   }
-  for (const name of ['key', 'model', 'version', 'environment'] as const) {
-    if (parsed[name] === undefined || parsed[name] === '') return `--${name} is required`;
+  const { key, model, version, environment } = parsed;
+  const dir = parsed.positionals[0];
+  if (dir === undefined) return 'expected exactly one DIR argument';
+  for (const [name, value] of Object.entries({ key, model, version, environment })) {
+    if (value === undefined || value === '') return `--${name} is required`;
+  }
+  if (key === undefined || model === undefined || version === undefined || environment === undefined) {
+    return '--key, --model, --version and --environment are required';
   }
   const prefixes = parsed['source-prefix'] ?? [];
   if (prefixes.length === 0) return '--source-prefix is required';
-  const model = parsed.model!;
   if (!isValidModelName(model)) {
     return `--model must be lowercase [a-z0-9]([a-z0-9._-]*[a-z0-9])? segments joined by "/", got "${model}"`;
   }
-  const version = parsed.version!;
   if (!isValidVersion(version))
     return `--version must be 1 to 128 characters of [A-Za-z0-9._+-], got "${version}"`;
-  const environment = parsed.environment!;
   if (!/^[a-z0-9-]{1,63}$/.test(environment)) {
     return `--environment must be 1 to 63 characters of [a-z0-9-], got "${environment}"`;
   }
@@ -219,8 +222,8 @@ export function checkUsage(parsed: ReturnType<typeof parse>): SignOptions | stri
     return '--alg and --kid apply to --format jws only (a bundle signs with the hash that follows the key)';
   }
   return {
-    dir: parsed.positionals[0]!,
-    key: parsed.key!,
+    dir,
+    key,
     format,
     certificateChain: parsed['certificate-chain'],
     model,

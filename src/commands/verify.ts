@@ -67,12 +67,19 @@ Exit codes:
   4  --oms: the files do not match the signed digests (changed, missing or unlisted)
 `;
 
+/** Where a verify path writes, and how it fails (exit code and one stderr line). */
+interface VerifyContext {
+  output: CommandOutput;
+  fail(code: number, message: string): number;
+}
+
 /** `modelgate verify` with its output going to `output` (tests pass their own streams). */
 export function createVerifyCommand(output: CommandOutput = process): Command {
   const fail = (code: number, message: string): number => {
     output.stderr.write(`modelgate verify: ${message}\n`);
     return code;
   };
+  const ctx: VerifyContext = { output, fail };
 
   return {
     name: 'verify',
@@ -91,9 +98,9 @@ export function createVerifyCommand(output: CommandOutput = process): Command {
         output.stdout.write(HELP);
         return EXIT.ok;
       }
-      if (values.oms !== undefined) return verifyOms(values.oms, values, positionals);
+      if (values.oms !== undefined) return verifyOms(ctx, values.oms, values, positionals);
       if (positionals.length === 1 && positionals[0]?.endsWith(BUNDLE_SUFFIX)) {
-        return verifyBundle(positionals[0], values);
+        return verifyBundle(ctx, positionals[0], values);
       }
       if (
         Object.keys(TRUST_OPTIONS).some((name) => values[name as keyof typeof TRUST_OPTIONS] !== undefined)
@@ -103,127 +110,9 @@ export function createVerifyCommand(output: CommandOutput = process): Command {
           `trust options need --oms SIG or a ${BUNDLE_SUFFIX} FILE (see modelgate verify --help)`,
         );
       }
-      if (positionals.length !== 1) {
-        return fail(
-          EXIT.usage,
-          `expected exactly one FILE argument, got ${positionals.length} (see modelgate verify --help)`,
-        );
-      }
-      const file = positionals[0]!;
-      const unsigned = file.endsWith('.json');
-      const jwksFiles = values.jwks ?? [];
-      if (!unsigned && jwksFiles.length === 0) {
-        return fail(
-          EXIT.usage,
-          '--jwks FILE is required to verify a signed release (see modelgate verify --help)',
-        );
-      }
-
-      let signers: LoadedSigner[];
-      try {
-        // The CLI checks signatures only: which environments a key may sign for is the proxy's configuration.
-        signers = await Promise.all(
-          jwksFiles.map((jwksFile) => loadSigner({ name: basename(jwksFile), jwksFile, environments: [] })),
-        );
-      } catch (error) {
-        return fail(EXIT.failure, (error as Error).message);
-      }
-
-      let bytes: Buffer;
-      try {
-        bytes = await readFile(file);
-      } catch (error) {
-        return fail(
-          EXIT.failure,
-          `unreadable: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? error}`,
-        );
-      }
-
-      let release: VerifiedRelease;
-      try {
-        release = unsigned
-          ? parseUnsignedRelease(bytes)
-          : await verifyRelease(bytes.toString('utf8'), signers);
-      } catch (error) {
-        if (error instanceof ReleaseRejectedError)
-          return fail(EXIT.failure, `${error.reason}: ${file}: ${error.message}`);
-        return fail(EXIT.failure, (error as Error).message);
-      }
-
-      output.stdout.write(describe(release));
-      if (unsigned)
-        return fail(
-          EXIT.failure,
-          `unsigned: ${file} is an unsigned manifest; there is no signature to verify`,
-        );
-      return EXIT.ok;
+      return verifyJws(ctx, positionals, values);
     },
   };
-
-  /** A `*.sigstore.json` release: the bundle against the trust flags, then the manifest schema. */
-  async function verifyBundle(
-    file: string,
-    values: ReturnType<typeof parseVerifyArgs>['values'],
-  ): Promise<number> {
-    if (values.jwks !== undefined || values['ignore-path'] !== undefined) {
-      return fail(
-        EXIT.usage,
-        `${BUNDLE_SUFFIX} releases take trust flags, not --jwks (see modelgate verify --help)`,
-      );
-    }
-    const spec = trustSpecFromFlags(values);
-    if (typeof spec === 'string') return fail(EXIT.usage, `${spec} (see modelgate verify --help)`);
-    try {
-      const verifier = await createVerifier(spec, process.cwd());
-      const verified = await verifyReleaseBundle(await readFile(file), [verifier]);
-      const manifest = validateManifest(JSON.parse(verified.payload.toString('utf8')));
-      const { signature } = verified;
-      const lines = [
-        'signature valid',
-        `release      ${manifest.model}@${verified.digest}`,
-        `signer       ${signature.method} ${signature.identity}${signature.issuer === undefined ? '' : ` (${signature.issuer})`}`,
-        `model        ${manifest.model}`,
-        `version      ${manifest.version}`,
-        `environment  ${manifest.environment}`,
-        `created      ${manifest.created}`,
-        `files        ${manifest.files.length}`,
-        ...describeFiles(manifest),
-      ];
-      output.stdout.write(`${lines.join('\n')}\n`);
-      return EXIT.ok;
-    } catch (error) {
-      if (error instanceof TrustRefusedError)
-        return fail(EXIT.failure, `${error.reason}: ${file}: ${error.message}`);
-      if (error instanceof ManifestError)
-        return fail(EXIT.failure, `invalid_manifest: ${file}: ${error.message}`);
-      return fail(EXIT.failure, (error as Error).message);
-    }
-  }
-
-  async function verifyOms(
-    sig: string,
-    values: ReturnType<typeof parseVerifyArgs>['values'],
-    positionals: string[],
-  ): Promise<number> {
-    if (positionals.length !== 1) {
-      return fail(
-        EXIT.usage,
-        `--oms expects exactly one DIR argument, got ${positionals.length} (see modelgate verify --help)`,
-      );
-    }
-    if (values.jwks !== undefined)
-      return fail(EXIT.usage, '--jwks does not apply to --oms (see modelgate verify --help)');
-    const spec = trustSpecFromFlags(values);
-    if (typeof spec === 'string') return fail(EXIT.usage, `${spec} (see modelgate verify --help)`);
-    try {
-      const check = await checkOms(sig, positionals[0] ?? '', spec, values['ignore-path'] ?? [], null);
-      output.stdout.write(describeOms(check));
-      return EXIT.ok;
-    } catch (error) {
-      if (error instanceof OmsCheckFailure) return fail(error.exitCode, error.message);
-      throw error;
-    }
-  }
 }
 
 function parseVerifyArgs(args: string[]) {
@@ -274,3 +163,131 @@ function formatBytes(bytes: number): string {
 }
 
 export const verifyCommand: Command = createVerifyCommand();
+
+/** A `*.jws` release against `--jwks` keys, or a `*.json` unsigned manifest (shown, exit 1). */
+async function verifyJws(
+  ctx: VerifyContext,
+  positionals: string[],
+  values: ReturnType<typeof parseVerifyArgs>['values'],
+): Promise<number> {
+  if (positionals.length !== 1) {
+    return ctx.fail(
+      EXIT.usage,
+      `expected exactly one FILE argument, got ${positionals.length} (see modelgate verify --help)`,
+    );
+  }
+  const [file = ''] = positionals;
+  const unsigned = file.endsWith('.json');
+  const jwksFiles = values.jwks ?? [];
+  if (!unsigned && jwksFiles.length === 0) {
+    return ctx.fail(
+      EXIT.usage,
+      '--jwks FILE is required to verify a signed release (see modelgate verify --help)',
+    );
+  }
+
+  let signers: LoadedSigner[];
+  try {
+    // The CLI checks signatures only: which environments a key may sign for is the proxy's configuration.
+    signers = await Promise.all(
+      jwksFiles.map((jwksFile) => loadSigner({ name: basename(jwksFile), jwksFile, environments: [] })),
+    );
+  } catch (error) {
+    return ctx.fail(EXIT.failure, (error as Error).message);
+  }
+
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (error) {
+    return ctx.fail(
+      EXIT.failure,
+      `unreadable: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? error}`,
+    );
+  }
+
+  let release: VerifiedRelease;
+  try {
+    release = unsigned ? parseUnsignedRelease(bytes) : await verifyRelease(bytes.toString('utf8'), signers);
+  } catch (error) {
+    if (error instanceof ReleaseRejectedError)
+      return ctx.fail(EXIT.failure, `${error.reason}: ${file}: ${error.message}`);
+    return ctx.fail(EXIT.failure, (error as Error).message);
+  }
+
+  ctx.output.stdout.write(describe(release));
+  if (unsigned)
+    return ctx.fail(
+      EXIT.failure,
+      `unsigned: ${file} is an unsigned manifest; there is no signature to verify`,
+    );
+  return EXIT.ok;
+}
+
+/** A `*.sigstore.json` release: the bundle against the trust flags, then the manifest schema. */
+async function verifyBundle(
+  ctx: VerifyContext,
+  file: string,
+  values: ReturnType<typeof parseVerifyArgs>['values'],
+): Promise<number> {
+  if (values.jwks !== undefined || values['ignore-path'] !== undefined) {
+    return ctx.fail(
+      EXIT.usage,
+      `${BUNDLE_SUFFIX} releases take trust flags, not --jwks (see modelgate verify --help)`,
+    );
+  }
+  const spec = trustSpecFromFlags(values);
+  if (typeof spec === 'string') return ctx.fail(EXIT.usage, `${spec} (see modelgate verify --help)`);
+  try {
+    const verifier = await createVerifier(spec, process.cwd());
+    const verified = await verifyReleaseBundle(await readFile(file), [verifier]);
+    const manifest = validateManifest(JSON.parse(verified.payload.toString('utf8')));
+    const { signature } = verified;
+    const lines = [
+      'signature valid',
+      `release      ${manifest.model}@${verified.digest}`,
+      `signer       ${signature.method} ${signature.identity}${signature.issuer === undefined ? '' : ` (${signature.issuer})`}`,
+      `model        ${manifest.model}`,
+      `version      ${manifest.version}`,
+      `environment  ${manifest.environment}`,
+      `created      ${manifest.created}`,
+      `files        ${manifest.files.length}`,
+      ...describeFiles(manifest),
+    ];
+    ctx.output.stdout.write(`${lines.join('\n')}\n`);
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof TrustRefusedError)
+      return ctx.fail(EXIT.failure, `${error.reason}: ${file}: ${error.message}`);
+    if (error instanceof ManifestError)
+      return ctx.fail(EXIT.failure, `invalid_manifest: ${file}: ${error.message}`);
+    return ctx.fail(EXIT.failure, (error as Error).message);
+  }
+}
+
+async function verifyOms(
+  ctx: VerifyContext,
+
+  sig: string,
+  values: ReturnType<typeof parseVerifyArgs>['values'],
+  positionals: string[],
+): Promise<number> {
+  if (positionals.length !== 1) {
+    return ctx.fail(
+      EXIT.usage,
+      `--oms expects exactly one DIR argument, got ${positionals.length} (see modelgate verify --help)`,
+    );
+  }
+  if (values.jwks !== undefined)
+    return ctx.fail(EXIT.usage, '--jwks does not apply to --oms (see modelgate verify --help)');
+  const spec = trustSpecFromFlags(values);
+  if (typeof spec === 'string') return ctx.fail(EXIT.usage, `${spec} (see modelgate verify --help)`);
+  try {
+    const check = await checkOms(sig, positionals[0] ?? '', spec, values['ignore-path'] ?? [], null);
+    ctx.output.stdout.write(describeOms(check));
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof OmsCheckFailure) return ctx.fail(error.exitCode, error.message);
+    throw error;
+  }
+}

@@ -75,8 +75,7 @@ function substituteEnvironment(
   return value;
 }
 
-function resolvePath(base: string, value: string | undefined): string | undefined {
-  if (value === undefined) return undefined;
+function resolvePath(base: string, value: string): string {
   return isAbsolute(value) ? value : resolve(base, value);
 }
 
@@ -92,20 +91,20 @@ function resolveKeySource(signer: ModelgateConfig['attestors'][number], base: st
 function resolvePaths(config: ModelgateConfig, base: string): void {
   const tls = config.listen.tls;
   if (tls) {
-    tls.cert = resolvePath(base, tls.cert)!;
-    tls.key = resolvePath(base, tls.key)!;
+    tls.cert = resolvePath(base, tls.cert);
+    tls.key = resolvePath(base, tls.key);
   }
-  if (config.stores.file) config.stores.file.root = resolvePath(base, config.stores.file.root)!;
+  if (config.stores.file) config.stores.file.root = resolvePath(base, config.stores.file.root);
   if (config.stores.gcs?.keyFilename)
-    config.stores.gcs.keyFilename = resolvePath(base, config.stores.gcs.keyFilename)!;
-  config.catalog.dir = resolvePath(base, config.catalog.dir)!;
+    config.stores.gcs.keyFilename = resolvePath(base, config.stores.gcs.keyFilename);
+  config.catalog.dir = resolvePath(base, config.catalog.dir);
   for (const issuer of config.issuers) {
-    if (issuer.jwksFile) issuer.jwksFile = resolvePath(base, issuer.jwksFile)!;
+    if (issuer.jwksFile) issuer.jwksFile = resolvePath(base, issuer.jwksFile);
   }
   for (const signer of [...config.signers, ...config.upstreamSigners, ...config.attestors]) {
     resolveKeySource(signer, base);
   }
-  if (config.breakGlass) config.breakGlass.jwksFile = resolvePath(base, config.breakGlass.jwksFile)!;
+  if (config.breakGlass) config.breakGlass.jwksFile = resolvePath(base, config.breakGlass.jwksFile);
 }
 
 /**

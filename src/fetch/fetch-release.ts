@@ -212,7 +212,7 @@ async function forEachLimited<T, R>(
     while (next < items.length && !controller.signal.aborted) {
       const index = next++;
       try {
-        results[index] = await work(items[index]!, controller.signal);
+        results[index] = await work(items[index] as T, controller.signal);
       } catch (error) {
         errors.push(error);
         controller.abort(error);

@@ -50,13 +50,13 @@ export class FileVerifier {
         `${this.file.path}: expected ${size} bytes, got more than ${this.offset + bytes.length - 1}`,
       );
     }
-    if (!this.chunked) {
+    const { chunkSize, chunks } = this.file;
+    if (chunkSize === undefined || chunks === undefined) {
       this.#fileHash.update(bytes);
       this.offset += bytes.length;
       if (this.offset === size) this.#finish();
       return;
     }
-    const chunkSize = this.file.chunkSize!;
     let at = 0;
     while (at < bytes.length) {
       const chunkEnd = Math.min((Math.floor(this.offset / chunkSize) + 1) * chunkSize, size);
@@ -66,7 +66,7 @@ export class FileVerifier {
       this.#chunkHash.update(piece);
       this.offset += take;
       at += take;
-      if (this.offset === chunkEnd) this.#verifyChunk(Math.floor((chunkEnd - 1) / chunkSize));
+      if (this.offset === chunkEnd) this.#verifyChunk(chunks, Math.floor((chunkEnd - 1) / chunkSize));
     }
     if (this.offset === size) this.#finish();
   }
@@ -89,8 +89,9 @@ export class FileVerifier {
     this.#chunkHash = createHash('sha256');
   }
 
-  #verifyChunk(index: number): void {
-    const expected = this.file.chunks![index]!;
+  #verifyChunk(chunks: readonly string[], index: number): void {
+    // A chunk the manifest does not list cannot match: fail closed.
+    const expected = chunks[index] ?? '';
     const actual = this.#chunkHash.digest('hex');
     this.#chunkHash = createHash('sha256');
     if (!sameDigest(actual, expected)) {

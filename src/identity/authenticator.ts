@@ -65,6 +65,98 @@ interface Issuer {
 }
 
 /**
+ * The token's header and claims, decoded but not yet trusted, after the checks
+ * that need no key: well-formed, an `alg`, no `crit`, never `none` or HMAC.
+ */
+function decodeUnverified(token: string): {
+  header: ProtectedHeaderParameters;
+  unverified: JWTPayload;
+  alg: string;
+} {
+  let header: ProtectedHeaderParameters;
+  let unverified: JWTPayload;
+  try {
+    header = decodeProtectedHeader(token);
+    unverified = decodeJwt(token);
+  } catch (error) {
+    throw tokenError('MG_TOKEN_MALFORMED', 'expected a JWT with JSON header and claims', error);
+  }
+  const { alg } = header;
+  if (typeof alg !== 'string' || alg === '') {
+    throw tokenError('MG_TOKEN_MALFORMED', 'expected an alg header, got none');
+  }
+  // RFC 7515 §4.1.11: a recipient that does not understand every listed
+  // extension must refuse the JWS. We understand none, so any `crit` is
+  // refused here, by its own code: jose would refuse it too, but with
+  // ERR_JOSE_NOT_SUPPORTED, the code it also uses for unsupported algorithms.
+  if ('crit' in header) {
+    throw tokenError('MG_TOKEN_CRIT_UNSUPPORTED', 'expected no crit header, got a critical extension');
+  }
+  // `none` and HMAC are never accepted: with public keys, HS256 "signed" with
+  // the issuer's public key bytes is the classic key-confusion attack.
+  if (alg.toLowerCase() === 'none' || alg.toUpperCase().startsWith('HS')) {
+    throw tokenError('MG_TOKEN_ALGORITHM_NOT_ALLOWED', `expected an asymmetric alg, got ${safeLabel(alg)}`);
+  }
+  return { header, unverified, alg };
+}
+
+/** `iat` in the future and overlong tokens: jose checks neither without `maxTokenAge`. */
+function checkLifetime(claims: JWTPayload & { exp: number }, config: IssuerConfig, nowMs: number): void {
+  const now = Math.floor(nowMs / 1000);
+  const { iat } = claims;
+  if (iat !== undefined && iat > now + config.clockToleranceSeconds) {
+    throw tokenError('MG_TOKEN_NOT_YET_VALID', 'expected iat in the past, got the future');
+  }
+  const max = config.maxTokenLifetimeSeconds;
+  // Without `iat`, the lifetime still left is what must stay within the bound.
+  const lifetime = claims.exp - (iat ?? now);
+  if (max !== undefined && lifetime > max) {
+    throw tokenError(
+      'MG_TOKEN_LIFETIME_TOO_LONG',
+      `expected exp - iat of at most ${max} seconds, got ${lifetime}`,
+    );
+  }
+}
+function keysUnavailable(issuer: Issuer): ModelgateError {
+  return new ModelgateError(
+    'MG_ISSUER_KEYS_UNAVAILABLE',
+    `keys of issuer "${issuer.config.name}" cannot be loaded and none cached matches the token`,
+    {
+      cause: issuer.keys.lastError(),
+      headers: { 'Retry-After': String(Math.max(1, Math.ceil(issuer.config.cooldownSeconds))) },
+    },
+  );
+}
+
+/** The issuer keys that may have signed this token, re-fetching once on an unknown `kid`. */
+async function resolveKeys(issuer: Issuer, header: ProtectedHeaderParameters): Promise<CryptoKey[]> {
+  const generation = issuer.keys.generation();
+  const lookup = await issuer.keys.current();
+  if (lookup === undefined) throw keysUnavailable(issuer);
+  try {
+    return await candidateKeys(lookup, header);
+  } catch (error) {
+    if (!(error instanceof errors.JWKSNoMatchingKey)) throw fromJoseError(error);
+  }
+  // Keys fetched for this very request already lack the kid: a second fetch could not help.
+  if (issuer.keys.generation() !== generation) throw unknownKid();
+  const outcome = await issuer.keys.refetchForUnknownKid();
+  if (outcome === 'failed') throw keysUnavailable(issuer);
+  if (outcome === 'cooling-down') {
+    // Keys we cannot fetch and no cached key for this kid: we cannot tell, so 503, never allow.
+    if (issuer.keys.lastAttemptFailed()) throw keysUnavailable(issuer);
+    throw unknownKid();
+  }
+  const refreshed = await issuer.keys.current();
+  if (refreshed === undefined) throw keysUnavailable(issuer);
+  try {
+    return await candidateKeys(refreshed, header);
+  } catch (error) {
+    throw error instanceof errors.JWKSNoMatchingKey ? unknownKid(error) : fromJoseError(error);
+  }
+}
+
+/**
  * Verifies workload-identity JWTs against the configured issuers (docs/identity.md),
  * over jose: `iss` picks the issuer (exact match), `algorithms` is pinned in
  * every jose call, `none` and HMAC are refused, `aud` must contain one of the
@@ -113,30 +205,7 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
 
   async function verifyToken(token: string): Promise<Principal> {
     // Decoded unverified only to choose the issuer; nothing here is trusted until jwtVerify passes.
-    let header: ProtectedHeaderParameters;
-    let unverified: JWTPayload;
-    try {
-      header = decodeProtectedHeader(token);
-      unverified = decodeJwt(token);
-    } catch (error) {
-      throw tokenError('MG_TOKEN_MALFORMED', 'expected a JWT with JSON header and claims', error);
-    }
-    const { alg } = header;
-    if (typeof alg !== 'string' || alg === '') {
-      throw tokenError('MG_TOKEN_MALFORMED', 'expected an alg header, got none');
-    }
-    // RFC 7515 §4.1.11: a recipient that does not understand every listed
-    // extension must refuse the JWS. We understand none, so any `crit` is
-    // refused here, by its own code: jose would refuse it too, but with
-    // ERR_JOSE_NOT_SUPPORTED, the code it also uses for unsupported algorithms.
-    if ('crit' in header) {
-      throw tokenError('MG_TOKEN_CRIT_UNSUPPORTED', 'expected no crit header, got a critical extension');
-    }
-    // `none` and HMAC are never accepted: with public keys, HS256 "signed" with
-    // the issuer's public key bytes is the classic key-confusion attack.
-    if (alg.toLowerCase() === 'none' || alg.toUpperCase().startsWith('HS')) {
-      throw tokenError('MG_TOKEN_ALGORITHM_NOT_ALLOWED', `expected an asymmetric alg, got ${safeLabel(alg)}`);
-    }
+    const { header, unverified, alg } = decodeUnverified(token);
     if (typeof unverified.iss !== 'string') {
       throw tokenError('MG_TOKEN_CLAIM_MISSING', 'expected an iss claim, got none');
     }
@@ -154,7 +223,7 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
 
     const keys = await resolveKeys(issuer, header);
     const claims = await verifySignature(token, keys, config);
-    checkLifetime(claims, config);
+    checkLifetime(claims, config, clock());
     const subject = claims.sub;
     const account = findServiceAccount(serviceAccounts, config.name, subject, claims);
     if (account === undefined) {
@@ -165,34 +234,6 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
       );
     }
     return freeze(toPrincipal(account, { name: config.name, issuer: config.issuer }, claims));
-  }
-
-  /** The issuer keys that may have signed this token, re-fetching once on an unknown `kid`. */
-  async function resolveKeys(issuer: Issuer, header: ProtectedHeaderParameters): Promise<CryptoKey[]> {
-    const generation = issuer.keys.generation();
-    const lookup = await issuer.keys.current();
-    if (lookup === undefined) throw keysUnavailable(issuer);
-    try {
-      return await candidateKeys(lookup, header);
-    } catch (error) {
-      if (!(error instanceof errors.JWKSNoMatchingKey)) throw fromJoseError(error);
-    }
-    // Keys fetched for this very request already lack the kid: a second fetch could not help.
-    if (issuer.keys.generation() !== generation) throw unknownKid();
-    const outcome = await issuer.keys.refetchForUnknownKid();
-    if (outcome === 'failed') throw keysUnavailable(issuer);
-    if (outcome === 'cooling-down') {
-      // Keys we cannot fetch and no cached key for this kid: we cannot tell, so 503, never allow.
-      if (issuer.keys.lastAttemptFailed()) throw keysUnavailable(issuer);
-      throw unknownKid();
-    }
-    const refreshed = await issuer.keys.current();
-    if (refreshed === undefined) throw keysUnavailable(issuer);
-    try {
-      return await candidateKeys(refreshed, header);
-    } catch (error) {
-      throw error instanceof errors.JWKSNoMatchingKey ? unknownKid(error) : fromJoseError(error);
-    }
   }
 
   /** Verifies the signature and the registered claims; counts each verification. */
@@ -225,35 +266,6 @@ export function createAuthenticator(options: AuthenticatorOptions): TokenAuthent
       }
     }
     throw failure instanceof ModelgateError ? failure : fromJoseError(failure);
-  }
-
-  /** `iat` in the future and overlong tokens: jose checks neither without `maxTokenAge`. */
-  function checkLifetime(claims: JWTPayload & { exp: number }, config: IssuerConfig): void {
-    const now = Math.floor(clock() / 1000);
-    const { iat } = claims;
-    if (iat !== undefined && iat > now + config.clockToleranceSeconds) {
-      throw tokenError('MG_TOKEN_NOT_YET_VALID', 'expected iat in the past, got the future');
-    }
-    const max = config.maxTokenLifetimeSeconds;
-    // Without `iat`, the lifetime still left is what must stay within the bound.
-    const lifetime = claims.exp - (iat ?? now);
-    if (max !== undefined && lifetime > max) {
-      throw tokenError(
-        'MG_TOKEN_LIFETIME_TOO_LONG',
-        `expected exp - iat of at most ${max} seconds, got ${lifetime}`,
-      );
-    }
-  }
-
-  function keysUnavailable(issuer: Issuer): ModelgateError {
-    return new ModelgateError(
-      'MG_ISSUER_KEYS_UNAVAILABLE',
-      `keys of issuer "${issuer.config.name}" cannot be loaded and none cached matches the token`,
-      {
-        cause: issuer.keys.lastError(),
-        headers: { 'Retry-After': String(Math.max(1, Math.ceil(issuer.config.cooldownSeconds))) },
-      },
-    );
   }
 
   /** After start(), an issuer whose keys did not load is retried in the background, so /readyz can turn green. */

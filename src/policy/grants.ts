@@ -51,7 +51,7 @@ function compileGlob(glob: string): RegExp {
       source += '[^/]*';
       i++;
     } else {
-      source += escapeRegExp(glob[i]!);
+      source += escapeRegExp(glob.charAt(i));
       i++;
     }
   }

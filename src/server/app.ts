@@ -190,6 +190,48 @@ function restartOnlyChanges(before: ModelgateConfig, after: ModelgateConfig): st
   return RESTART_ONLY.filter((key) => JSON.stringify(before[key]) !== JSON.stringify(after[key]));
 }
 
+/**
+ * Validates the configuration file again and, when it is valid, builds and
+ * starts the new trust state (keys, catalog, policy) beside the current one.
+ * An invalid file, or a key file that cannot be read, is refused and logged.
+ */
+async function prepareReload(
+  current: TrustState,
+  shared: SharedParts,
+): Promise<ConfigReloadResult | { candidate: TrustState; needsRestart: string[] }> {
+  const { logger } = shared;
+  let next: ModelgateConfig;
+  try {
+    next = loadConfig(current.config.source);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    logger.error(
+      { event: 'config_reload_refused', problems: error.problems },
+      'SIGHUP: the configuration is invalid; the previous configuration keeps serving',
+    );
+    return { applied: false, problems: error.problems.map((p) => `${p.path}: ${p.message}`) };
+  }
+  let candidate: TrustState;
+  try {
+    candidate = await buildTrustState(next, shared);
+    await candidate.start();
+  } catch (error) {
+    logger.error(
+      { event: 'config_reload_refused', err: error },
+      'SIGHUP: the new configuration cannot be loaded; the previous configuration keeps serving',
+    );
+    return { applied: false, problems: [error instanceof Error ? error.message : String(error)] };
+  }
+  const needsRestart = restartOnlyChanges(current.config, next);
+  if (needsRestart.length > 0) {
+    logger.warn(
+      { event: 'config_reload_partial', needsRestart },
+      `SIGHUP: changes to ${needsRestart.join(', ')} take effect only after a restart`,
+    );
+  }
+  return { candidate, needsRestart };
+}
+
 /** Builds every component from the configuration and wires them; nothing listens until start(). */
 export async function createApp(options: AppOptions): Promise<App> {
   const { config, logger } = options;
@@ -246,50 +288,19 @@ export async function createApp(options: AppOptions): Promise<App> {
     serviceAccounts: s.config.serviceAccounts,
   });
 
-  /**
-   * SIGHUP: validate the file again and, when it is valid, build the new
-   * trust state (keys, catalog, policy) beside the old one and swap it in.
-   * An invalid file, or a key file that cannot be read, changes nothing.
-   */
+  /** SIGHUP (README "Signals"): a valid file becomes the new trust state; anything else changes nothing. */
   async function reloadConfig(): Promise<ConfigReloadResult> {
-    let next: ModelgateConfig;
-    try {
-      next = loadConfig(config.source);
-    } catch (error) {
-      if (!(error instanceof ConfigError)) throw error;
-      logger.error(
-        { event: 'config_reload_refused', problems: error.problems },
-        'SIGHUP: the configuration is invalid; the previous configuration keeps serving',
-      );
-      return { applied: false, problems: error.problems.map((p) => `${p.path}: ${p.message}`) };
-    }
-    const ignored = restartOnlyChanges(state.config, next);
-    let candidate: TrustState;
-    try {
-      candidate = await buildTrustState(next, shared);
-      await candidate.start();
-    } catch (error) {
-      logger.error(
-        { event: 'config_reload_refused', err: error },
-        'SIGHUP: the new configuration cannot be loaded; the previous configuration keeps serving',
-      );
-      return { applied: false, problems: [error instanceof Error ? error.message : String(error)] };
-    }
+    const prepared = await prepareReload(state, shared);
+    if ('applied' in prepared) return prepared;
     const previous = state;
-    state = candidate;
-    webhook?.update(admissionDeps(candidate));
+    state = prepared.candidate;
+    webhook?.update(admissionDeps(state));
     previous.stop();
-    if (ignored.length > 0) {
-      logger.warn(
-        { event: 'config_reload_partial', needsRestart: ignored },
-        `SIGHUP: changes to ${ignored.join(', ')} take effect only after a restart`,
-      );
-    }
     logger.info(
-      { event: 'config_reloaded', releases: candidate.catalog.all().length },
+      { event: 'config_reloaded', releases: state.catalog.all().length },
       'SIGHUP: configuration reloaded',
     );
-    return { applied: true, problems: [], needsRestart: ignored };
+    return { applied: true, problems: [], needsRestart: prepared.needsRestart };
   }
 
   return {

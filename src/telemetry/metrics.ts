@@ -51,12 +51,9 @@ export interface CreateMetricsOptions {
   defaultMetrics?: boolean;
 }
 
-export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
-  const registry = new Registry();
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
-  const registers = [registry];
+/** Requests, identity and the admission webhook. */
+function requestMetrics(registers: Registry[]) {
   return {
-    registry,
     requests: new Counter({
       name: 'modelgate_requests_total',
       help: 'Requests by route and outcome.',
@@ -83,24 +80,116 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       labelNames: ['store'],
       registers,
     }),
-    digestMismatches: new Counter({
-      name: 'modelgate_digest_mismatches_total',
-      help: 'Source bytes that did not match the signed manifest (file, chunk or size).',
-      labelNames: ['model', 'environment', 'store'],
-      registers,
-    }),
     authFailures: new Counter({
       name: 'modelgate_auth_failures_total',
       help: 'Refused authentications by reason (error code).',
       labelNames: ['reason'],
       registers,
     }),
+    breakGlassRequests: new Counter({
+      name: 'modelgate_break_glass_requests_total',
+      help: 'Requests served under a break-glass token.',
+      labelNames: ['incident', 'service_account'],
+      registers,
+    }),
+    inflightRequests: new Gauge({
+      name: 'modelgate_inflight_requests',
+      help: 'Requests being handled now.',
+      registers,
+    }),
+    admissionReviews: new Counter({
+      name: 'modelgate_admission_reviews_total',
+      help: 'Pod admission reviews answered, by environment, result (allowed, denied, warned) and first reason.',
+      labelNames: ['environment', 'result', 'reason'],
+      registers,
+    }),
+  };
+}
+
+/** Bytes from the sources and the memory and pacing of transfers. */
+function integrityMetrics(registers: Registry[]) {
+  return {
+    digestMismatches: new Counter({
+      name: 'modelgate_digest_mismatches_total',
+      help: 'Source bytes that did not match the signed manifest (file, chunk or size).',
+      labelNames: ['model', 'environment', 'store'],
+      registers,
+    }),
+    sourceRequests: new Counter({
+      name: 'modelgate_source_requests_total',
+      help: 'Reads sent to a source store, by outcome.',
+      labelNames: ['store', 'outcome'],
+      registers,
+    }),
+    sourceRetries: new Counter({
+      name: 'modelgate_source_retries_total',
+      help: 'Source reads sent again to the same location after a transient failure, by reason (throttled, server_error, connection, timeout).',
+      labelNames: ['store', 'reason'],
+      registers,
+    }),
+    transferMemoryBytes: new Gauge({
+      name: 'modelgate_transfer_memory_bytes',
+      help: 'Transfer memory reserved now (chunks read, hashed, sent or cached); at most transfer.maxBufferedBytes.',
+      registers,
+    }),
+    transferMemoryWaiting: new Gauge({
+      name: 'modelgate_transfer_memory_waiting',
+      help: 'Reads and transfers waiting for transfer memory now.',
+      registers,
+    }),
+    slowClientsDropped: new Counter({
+      name: 'modelgate_slow_clients_dropped_total',
+      help: 'Connections cut for their pace: idle (no socket progress for limits.idleTimeoutSeconds) or rate (below limits.minClientBytesPerSecond).',
+      labelNames: ['reason'],
+      registers,
+    }),
+    hashWorkerRestarts: new Counter({
+      name: 'modelgate_hash_worker_restarts_total',
+      help: 'Hash worker threads that died and were replaced.',
+      registers,
+    }),
+  };
+}
+
+/** The catalog, signers and environments. */
+function policyMetrics(registers: Registry[]) {
+  return {
     policyViolations: new Counter({
       name: 'modelgate_policy_violations_total',
       help: 'Policy violations by environment, violation and mode (audit violations are served, enforce ones refused).',
       labelNames: ['environment', 'violation', 'mode'],
       registers,
     }),
+    catalogReleases: new Gauge({
+      name: 'modelgate_catalog_releases',
+      help: 'Releases loaded in the catalog, by environment.',
+      labelNames: ['environment'],
+      registers,
+    }),
+    catalogRejected: new Counter({
+      name: 'modelgate_catalog_rejected_total',
+      help: 'Catalog files rejected at load, by reason.',
+      labelNames: ['reason'],
+      registers,
+    }),
+    signerRevoked: new Gauge({
+      name: 'modelgate_signer_revoked',
+      help: '1 when the signer is revoked (its releases are rejected from the revocation instant on), else 0.',
+      labelNames: ['signer'],
+      registers,
+    }),
+    environmentEnforcing: new Gauge({
+      name: 'modelgate_environment_enforcing',
+      help: '1 when the environment enforces, 0 while it is in audit mode.',
+      labelNames: ['environment'],
+      registers,
+    }),
+  };
+}
+
+/** The integrity program: attestation completeness, exceptions, verified retrievals (docs/attestations.md). */
+function programMetrics(registers: Registry[]) {
+  return {
     attestationComplete: new Gauge({
       name: 'modelgate_catalog_attestation_complete',
       help: 'Releases in the catalog with every attestation their environment requires satisfied, by environment.',
@@ -137,80 +226,19 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       labelNames: ['environment', 'ref', 'verified'],
       registers,
     }),
-    breakGlassRequests: new Counter({
-      name: 'modelgate_break_glass_requests_total',
-      help: 'Requests served under a break-glass token.',
-      labelNames: ['incident', 'service_account'],
-      registers,
-    }),
-    sourceRequests: new Counter({
-      name: 'modelgate_source_requests_total',
-      help: 'Reads sent to a source store, by outcome.',
-      labelNames: ['store', 'outcome'],
-      registers,
-    }),
-    sourceRetries: new Counter({
-      name: 'modelgate_source_retries_total',
-      help: 'Source reads sent again to the same location after a transient failure, by reason (throttled, server_error, connection, timeout).',
-      labelNames: ['store', 'reason'],
-      registers,
-    }),
-    inflightRequests: new Gauge({
-      name: 'modelgate_inflight_requests',
-      help: 'Requests being handled now.',
-      registers,
-    }),
-    catalogReleases: new Gauge({
-      name: 'modelgate_catalog_releases',
-      help: 'Releases loaded in the catalog, by environment.',
-      labelNames: ['environment'],
-      registers,
-    }),
-    catalogRejected: new Counter({
-      name: 'modelgate_catalog_rejected_total',
-      help: 'Catalog files rejected at load, by reason.',
-      labelNames: ['reason'],
-      registers,
-    }),
-    signerRevoked: new Gauge({
-      name: 'modelgate_signer_revoked',
-      help: '1 when the signer is revoked (its releases are rejected from the revocation instant on), else 0.',
-      labelNames: ['signer'],
-      registers,
-    }),
-    environmentEnforcing: new Gauge({
-      name: 'modelgate_environment_enforcing',
-      help: '1 when the environment enforces, 0 while it is in audit mode.',
-      labelNames: ['environment'],
-      registers,
-    }),
-    transferMemoryBytes: new Gauge({
-      name: 'modelgate_transfer_memory_bytes',
-      help: 'Transfer memory reserved now (chunks read, hashed, sent or cached); at most transfer.maxBufferedBytes.',
-      registers,
-    }),
-    transferMemoryWaiting: new Gauge({
-      name: 'modelgate_transfer_memory_waiting',
-      help: 'Reads and transfers waiting for transfer memory now.',
-      registers,
-    }),
-    slowClientsDropped: new Counter({
-      name: 'modelgate_slow_clients_dropped_total',
-      help: 'Connections cut for their pace: idle (no socket progress for limits.idleTimeoutSeconds) or rate (below limits.minClientBytesPerSecond).',
-      labelNames: ['reason'],
-      registers,
-    }),
-    hashWorkerRestarts: new Counter({
-      name: 'modelgate_hash_worker_restarts_total',
-      help: 'Hash worker threads that died and were replaced.',
-      registers,
-    }),
-    admissionReviews: new Counter({
-      name: 'modelgate_admission_reviews_total',
-      help: 'Pod admission reviews answered, by environment, result (allowed, denied, warned) and first reason.',
-      labelNames: ['environment', 'result', 'reason'],
-      registers,
-    }),
+  };
+}
+
+export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    ...requestMetrics(registers),
+    ...integrityMetrics(registers),
+    ...policyMetrics(registers),
+    ...programMetrics(registers),
   };
 }
 
