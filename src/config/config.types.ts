@@ -188,6 +188,14 @@ export interface AdmissionConfig {
   requireModels: boolean;
 }
 
+/** The verified disk cache (SPEC §11, src/cache/): absent means no disk cache. */
+export interface CacheConfig {
+  /** Directory shared by the workers of one `serve` (a hostPath or local volume in node-local mode). */
+  dir: string;
+  /** Bytes kept on disk before least-recently-used entries are evicted (default 10 GiB). */
+  maxBytes: number;
+}
+
 export interface ModelgateConfig {
   /** Absolute path of the file this came from (for messages). */
   source: string;
@@ -195,6 +203,7 @@ export interface ModelgateConfig {
   admin: AdminConfig;
   limits: LimitsConfig;
   transfer: TransferConfig;
+  cache?: CacheConfig;
   stores: StoresConfig;
   catalog: CatalogConfig;
   identity: IdentityConfig;

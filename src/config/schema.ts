@@ -80,6 +80,15 @@ export const configSchema = {
         retryBudgetSeconds: seconds(30),
       },
     },
+    cache: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['dir'],
+      properties: {
+        dir: nonEmptyString,
+        maxBytes: { type: 'integer', minimum: 0, default: 10737418240 },
+      },
+    },
     stores: {
       type: 'object',
       additionalProperties: false,

@@ -31,7 +31,16 @@ export interface Metrics {
   readonly environmentEnforcing: Gauge<'environment'>;
   /** Admission reviews answered (docs/admission.md): result allowed|denied|warned, reason from a fixed set. */
   readonly admissionReviews: Counter<'environment' | 'result' | 'reason'>;
+  /** Bytes held by the verified disk cache (SPEC §11); every worker reports the shared directory, so workers aggregate by max. */
+  readonly cacheBytes: Gauge;
+  /** Disk cache lookups: hit, miss, or corrupt (deleted, then treated as a miss). */
+  readonly cacheRequests: Counter<'result'>;
+  /** Bytes read from a source store (not the disk cache), by store. */
+  readonly sourceBytes: Counter<'store'>;
 }
+
+/** Result label values of `modelgate_cache_requests_total`. */
+export type CacheResult = 'hit' | 'miss' | 'corrupt';
 
 /** Route label values. */
 export type Route = 'manifest' | 'file' | 'blob' | 'other';
@@ -181,6 +190,24 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       name: 'modelgate_admission_reviews_total',
       help: 'Pod admission reviews answered, by environment, result (allowed, denied, warned) and first reason.',
       labelNames: ['environment', 'result', 'reason'],
+      registers,
+    }),
+    cacheBytes: new Gauge({
+      name: 'modelgate_cache_bytes',
+      help: 'Bytes held by the verified disk cache (the shared directory, as this process last counted it).',
+      aggregator: 'max',
+      registers,
+    }),
+    cacheRequests: new Counter({
+      name: 'modelgate_cache_requests_total',
+      help: 'Verified disk cache lookups by result (hit, miss, corrupt: deleted and read from the source).',
+      labelNames: ['result'],
+      registers,
+    }),
+    sourceBytes: new Counter({
+      name: 'modelgate_source_bytes_total',
+      help: 'Bytes read from a source store (cloud or file), by store; cache hits are not counted.',
+      labelNames: ['store'],
       registers,
     }),
   };
