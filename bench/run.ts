@@ -147,7 +147,9 @@ function evaluateTargets(report: BenchReport, quick: boolean): Target[] {
     ['chunk', 1.0],
     ['whole', 0.9],
   ] as const) {
-    const row = single.find((r) => r.source === 's3 (fast origin)' && r.path === 'modelgate' && r.mode === mode);
+    const row = single.find(
+      (r) => r.source === 's3 (fast origin)' && r.path === 'modelgate' && r.mode === mode,
+    );
     if (row?.vsNginx !== undefined) {
       targets.push({
         name: `single stream, ${mode} mode, S3 store, fast origin`,

@@ -123,11 +123,15 @@ async function main(): Promise<void> {
       for (let pass = 0; pass < passes; pass++) {
         for (const [name, open] of Object.entries(paths)) runs.get(name)?.push(await onePass(open));
       }
-      console.log(`${size / 1024 / 1024} MiB, 8 MiB ranged reads, readAhead ${readAhead}, ${passes} interleaved passes:`);
+      console.log(
+        `${size / 1024 / 1024} MiB, 8 MiB ranged reads, readAhead ${readAhead}, ${passes} interleaved passes:`,
+      );
       for (const [name, values] of runs) {
         const sorted = [...values].sort((a, b) => a - b);
         const median = sorted[Math.floor(sorted.length / 2)] ?? 0;
-        console.log(`  ${name}: median ${median.toFixed(0)} MB/s (runs ${values.map((r) => r.toFixed(0)).join(' ')})`);
+        console.log(
+          `  ${name}: median ${median.toFixed(0)} MB/s (runs ${values.map((r) => r.toFixed(0)).join(' ')})`,
+        );
       }
     } finally {
       await store.close();

@@ -193,7 +193,7 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
     async put(hex, bytes) {
       if (!isHexDigest(hex) || bytes.length > maxBytes) return;
       if (lru.touch(hex, Date.now())) return;
-      const temp = tempPath(dir, hex, process.pid, randomBytes(6).toString('hex'));
+      const temp = tempPath(dir, hex, randomBytes(6).toString('hex'));
       try {
         await mkdir(entryFolder(dir, hex), { recursive: true });
         await writeDurably(temp, bytes);

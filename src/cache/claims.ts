@@ -1,6 +1,6 @@
 import { mkdir, open, readFile, stat, unlink, utimes } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { claimPath, claimsRoot, isProcessAlive } from './layout.ts';
+import { claimPath, claimsRoot, isOwnerGone, ownerLine, parseOwnerLine } from './layout.ts';
 
 /**
  * "One source read per chunk across processes": before reading a chunk from
@@ -8,7 +8,7 @@ import { claimPath, claimsRoot, isProcessAlive } from './layout.ts';
  * succeeds owns the read; the others wait until the claim file is gone (the
  * owner published the entry or gave up), then look in the cache again.
  *
- * A claim whose owner died (its pid is gone) or that the owner stopped
+ * A claim whose owner died (its pid on this host is gone) or that the owner stopped
  * refreshing for `staleMs` (a pid reused after a restart, a hung process) is
  * broken by the next waiter. The owner touches its claim every `staleMs / 3`.
  */
@@ -43,7 +43,7 @@ async function tryCreate(path: string): Promise<boolean> {
   try {
     const handle = await open(path, 'wx', 0o644);
     try {
-      await handle.writeFile(`${process.pid}\n`);
+      await handle.writeFile(ownerLine());
     } finally {
       await handle.close();
     }
@@ -61,10 +61,10 @@ async function isStale(path: string, staleMs: number): Promise<boolean | undefin
     throw error;
   });
   if (text === undefined || info === undefined) return undefined;
-  const pid = Number(text.trim());
-  // An empty file is a claim being written this instant: judge it by age only.
-  const dead = text.trim() !== '' && !isProcessAlive(pid);
-  return dead || Date.now() - info.mtimeMs > staleMs;
+  // An empty file is a claim being written this instant, another host's claim cannot be checked: age decides.
+  const owner = parseOwnerLine(text);
+  const gone = owner !== undefined && isOwnerGone(owner);
+  return gone || Date.now() - info.mtimeMs > staleMs;
 }
 
 export function createClaims(options: ClaimOptions) {
@@ -120,7 +120,8 @@ export function createClaims(options: ClaimOptions) {
         await unlink(path).catch(() => undefined);
         continue;
       }
-      await sleep(pause, undefined, { signal });
+      // Aborted while waiting: reject with the caller's reason, not the timer's AbortError.
+      await sleep(pause, undefined, { signal }).catch(() => signal.throwIfAborted());
       pause = Math.min(pause * 2, options.pollMs * 8);
       // The claim may be gone by now: the loop's next create answers that.
       if ((await stat(path).catch(() => undefined)) === undefined) return waited;

@@ -1,7 +1,7 @@
 import { readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LruEntry } from './byte-lru.ts';
-import { entriesRoot, isHexDigest, isProcessAlive, tempOwner } from './layout.ts';
+import { entriesRoot, isHexDigest, isOwnerGone, tempOwner } from './layout.ts';
 
 export interface ScanResult {
   /** Entries on disk, oldest mtime first (the LRU order across processes and restarts). */
@@ -21,8 +21,9 @@ async function listDir(path: string): Promise<string[]> {
 
 /**
  * Reads the cache directory: every entry with its size and mtime, and deletes
- * the temp files a crashed writer left (its pid is gone, or the file has not
- * changed for `staleMs`: a pid can be reused after a restart). A live writer's
+ * the temp files a crashed writer left (its pid on this host is gone, or the
+ * file has not changed for `staleMs`: a pid can be reused after a restart,
+ * and another pod's pids cannot be checked). A live writer's
  * temp file is left alone. Entries vanishing during the scan (another
  * process evicting) are skipped.
  */
@@ -43,7 +44,7 @@ export async function scanCache(dir: string, staleMs: number, now: number): Prom
         }
         const owner = tempOwner(name);
         if (owner === undefined) continue;
-        const crashed = (owner !== process.pid && !isProcessAlive(owner)) || now - info.mtimeMs > staleMs;
+        const crashed = isOwnerGone(owner) || now - info.mtimeMs > staleMs;
         if (
           crashed &&
           (await unlink(path).then(

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createChunkCache } from '../../src/cache/index.ts';
-import { entryFolder, entryPath } from '../../src/cache/layout.ts';
+import { entryFolder, entryPath, HOST_TAG } from '../../src/cache/layout.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
 import { startCountingOrigin } from './origin.ts';
 import { readThrough } from './read-through.ts';
@@ -134,7 +134,7 @@ describe('the verified disk cache', () => {
     const dir = freshDir();
     const hex = sha256(Buffer.from('x'));
     // pid 2^22+1 is above Linux's pid_max limit: no such process.
-    const orphan = join(entryFolder(dir, hex), '.tmp.4194305.abcdef');
+    const orphan = join(entryFolder(dir, hex), `.tmp.${HOST_TAG}.4194305.abcdef`);
     await (await createChunkCache({ dir, maxBytes: 1 << 20 })).close();
     await import('node:fs/promises').then(({ mkdir }) => mkdir(entryFolder(dir, hex), { recursive: true }));
     await writeFile(orphan, 'partial');
@@ -148,11 +148,26 @@ describe('the verified disk cache', () => {
     const hex = sha256(Buffer.from('y'));
     const cache = await createChunkCache({ dir, maxBytes: 1 << 20 });
     await import('node:fs/promises').then(({ mkdir }) => mkdir(join(dir, 'claims'), { recursive: true }));
-    await writeFile(join(dir, 'claims', hex), '4194305\n');
+    await writeFile(join(dir, 'claims', hex), `${HOST_TAG} 4194305\n`);
     const claim = await cache.claim(hex, signal());
     assert.equal(claim.owner, true);
     if (claim.owner) await claim.release();
     await assert.rejects(stat(join(dir, 'claims', hex)), { code: 'ENOENT' });
+  });
+
+  it('when a fresh claim names a process of another host (another pod), waits instead of judging its pid', async () => {
+    const dir = freshDir();
+    const hex = sha256(Buffer.from('w'));
+    const cache = await createChunkCache({ dir, maxBytes: 1 << 20, staleMs: 60_000 });
+    await import('node:fs/promises').then(({ mkdir }) => mkdir(join(dir, 'claims'), { recursive: true }));
+    const path = join(dir, 'claims', hex);
+    await writeFile(path, 'ffffffff 4194305\n');
+    const waiting = AbortSignal.timeout(300);
+    await assert.rejects(cache.claim(hex, waiting), { name: 'TimeoutError' });
+    await rm(path);
+    const claim = await cache.claim(hex, signal());
+    assert.equal(claim.owner, true);
+    if (claim.owner) await claim.release();
   });
 
   it('when a live claim is not refreshed within staleMs, breaks it', async () => {
@@ -161,7 +176,7 @@ describe('the verified disk cache', () => {
     const cache = await createChunkCache({ dir, maxBytes: 1 << 20, staleMs: 500 });
     await import('node:fs/promises').then(({ mkdir }) => mkdir(join(dir, 'claims'), { recursive: true }));
     const path = join(dir, 'claims', hex);
-    await writeFile(path, `${process.ppid}\n`); // a live pid that never refreshes it
+    await writeFile(path, `${HOST_TAG} ${process.ppid}\n`); // a live pid that never refreshes it
     const old = new Date(Date.now() - 10_000);
     await utimes(path, old, old);
     const claim = await cache.claim(hex, signal());

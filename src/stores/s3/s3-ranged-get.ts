@@ -65,7 +65,10 @@ export interface S3Answer {
 
 /** Each character of a key segment as S3's canonical URI wants it (the SDK's `extendedEncodeURIComponent`). */
 function encodeSegment(segment: string): string {
-  return encodeURIComponent(segment).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return encodeURIComponent(segment).replace(
+    /[!'()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
 }
 
 /** The object's URL the way the SDK resolves it for these settings: path-style, or the bucket in the host name. */
@@ -101,7 +104,14 @@ export function createS3RangedGet(options: S3RangedGetOptions) {
   });
 
   /** A signed ranged GET of `[start, end)`, optionally pinned with `If-Match`; the answer as it came. */
-  async function get(bucket: string, key: string, start: number, end: number, pin: string | undefined, signal: AbortSignal): Promise<S3Answer> {
+  async function get(
+    bucket: string,
+    key: string,
+    start: number,
+    end: number,
+    pin: string | undefined,
+    signal: AbortSignal,
+  ): Promise<S3Answer> {
     const url = objectUrl(options, bucket, key);
     const headers: Record<string, string> = {
       host: url.host,
