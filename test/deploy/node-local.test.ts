@@ -84,6 +84,13 @@ describe('the node-local overlay', () => {
     }
   });
 
+  it('lets the namespace admit the hostPath while warning and auditing against "restricted"', () => {
+    const labels = ofKind('Namespace')[0]?.metadata.labels ?? {};
+    assert.equal(labels['pod-security.kubernetes.io/enforce'], 'privileged');
+    assert.equal(labels['pod-security.kubernetes.io/warn'], 'restricted');
+    assert.equal(labels['pod-security.kubernetes.io/audit'], 'restricted');
+  });
+
   it('changes nothing else in the base configuration', async () => {
     const base = parse(await readFile(join(KUBERNETES, 'base', 'modelgate.yaml'), 'utf8'));
     const nodeLocal = parse(await readFile(join(OVERLAY, 'modelgate.yaml'), 'utf8'));
