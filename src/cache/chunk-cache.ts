@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { copyFile, mkdir, open, rename, stat, unlink, utimes } from 'node:fs/promises';
 import type { Logger } from '../telemetry/logger.ts';
 import type { CacheResult, Metrics } from '../telemetry/metrics.ts';
 import { createCoalescer } from '../util/single-flight.ts';
@@ -42,6 +43,20 @@ export interface ChunkCache {
    * effort: a full disk or any other failure is logged, never thrown.
    */
   put(hex: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Whole-file mode (files without `chunks`): caches the file at `path`,
+   * whose SHA-256 the caller has verified to be `hex` (copied in, fsynced,
+   * renamed into place; best effort like `put`).
+   */
+  putFile(hex: string, path: string): Promise<void>;
+  /**
+   * The path of a cached whole file after hashing all of it (a whole-file
+   * entry cannot be checked piecewise, and a mismatch found while sending
+   * would fail the response), or undefined on a miss or a corrupt entry
+   * (deleted and counted). Stream it through the engine's whole-file
+   * verification as from any store: the entry may change after this check.
+   */
+  getFile(hex: string, size: number, signal: AbortSignal): Promise<string | undefined>;
   /** One source read per chunk across processes: see claims.ts. */
   claim(hex: string, signal: AbortSignal): Promise<Claim>;
   /** Bytes in the cache as this process last counted them. */
@@ -93,6 +108,25 @@ async function readExactly(
       done += bytesRead;
     }
     return 'ok';
+  } finally {
+    await handle.close();
+  }
+}
+
+/** SHA-256 of a file, read in 1 MiB pieces. */
+async function hashFile(path: string, signal: AbortSignal): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const piece of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) {
+    hash.update(piece as Buffer);
+  }
+  return hash.digest('hex');
+}
+
+async function copyDurably(from: string, to: string): Promise<void> {
+  await copyFile(from, to);
+  const handle = await open(to, 'r+');
+  try {
+    await handle.sync();
   } finally {
     await handle.close();
   }
@@ -155,6 +189,34 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
     report();
   }
 
+  /** A hit: the entry's mtime is the use order other processes and the next start see. */
+  function markUsed(hex: string, size: number, path: string): void {
+    const now = Date.now();
+    const when = new Date(now);
+    utimes(path, when, when).catch(() => undefined);
+    if (!lru.touch(hex, now)) lru.set(hex, size, now);
+    report();
+  }
+
+  /** Writes an entry through a temp file in its folder (`write` fills the temp), then renames it into place. */
+  async function publish(hex: string, size: number, write: (temp: string) => Promise<void>): Promise<void> {
+    if (lru.touch(hex, Date.now())) return;
+    const temp = tempPath(dir, hex, randomBytes(6).toString('hex'));
+    try {
+      await mkdir(entryFolder(dir, hex), { recursive: true });
+      await write(temp);
+      await rename(temp, entryPath(dir, hex));
+    } catch (error) {
+      await unlink(temp).catch(() => undefined);
+      logger?.warn({ digest: hex, err: error }, 'cache: write failed; served without caching');
+      return;
+    }
+    lru.set(hex, size, Date.now());
+    writtenSinceScan += size;
+    const settle = writtenSinceScan >= rescanAfterBytes ? rescan() : evict();
+    await settle.catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
+  }
+
   await mkdir(dir, { recursive: true });
   await rescan();
 
@@ -181,32 +243,44 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
         await discard(hex, 'sha256');
         return undefined;
       }
-      const now = Date.now();
-      const when = new Date(now);
-      await utimes(path, when, when).catch(() => undefined);
-      if (!lru.touch(hex, now)) lru.set(hex, size, now);
-      report();
+      markUsed(hex, size, path);
       count('hit');
       return bytes;
     },
 
-    async put(hex, bytes) {
-      if (!isHexDigest(hex) || bytes.length > maxBytes) return;
-      if (lru.touch(hex, Date.now())) return;
-      const temp = tempPath(dir, hex, randomBytes(6).toString('hex'));
-      try {
-        await mkdir(entryFolder(dir, hex), { recursive: true });
-        await writeDurably(temp, bytes);
-        await rename(temp, entryPath(dir, hex));
-      } catch (error) {
-        await unlink(temp).catch(() => undefined);
-        logger?.warn({ digest: hex, err: error }, 'cache: write failed; the chunk is served without caching');
-        return;
+    put(hex, bytes) {
+      if (!isHexDigest(hex) || bytes.length > maxBytes) return Promise.resolve();
+      return publish(hex, bytes.length, (temp) => writeDurably(temp, bytes));
+    },
+
+    async putFile(hex, path) {
+      if (!isHexDigest(hex)) return;
+      const size = (await stat(path).catch(() => undefined))?.size;
+      if (size === undefined || size > maxBytes) return;
+      await publish(hex, size, (temp) => copyDurably(path, temp));
+    },
+
+    async getFile(hex, size, signal) {
+      if (!isHexDigest(hex)) return undefined;
+      signal.throwIfAborted();
+      const path = entryPath(dir, hex);
+      const info = await stat(path).catch(() => undefined);
+      if (info === undefined) {
+        if (lru.delete(hex)) report();
+        count('miss');
+        return undefined;
       }
-      lru.set(hex, bytes.length, Date.now());
-      writtenSinceScan += bytes.length;
-      const settle = writtenSinceScan >= rescanAfterBytes ? rescan() : evict();
-      await settle.catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
+      if (info.size !== size) {
+        await discard(hex, 'size');
+        return undefined;
+      }
+      if ((await hashFile(path, signal)) !== hex) {
+        await discard(hex, 'sha256');
+        return undefined;
+      }
+      markUsed(hex, size, path);
+      count('hit');
+      return path;
     },
 
     claim(hex, signal) {

@@ -130,6 +130,29 @@ describe('the verified disk cache', () => {
     assert.ok(await cache.get(last, chunk, signal()));
   });
 
+  it('when a whole-mode file was cached, getFile hashes it all and returns its path; a flipped byte makes it a counted miss', async () => {
+    const dir = freshDir();
+    const bytes = randomBytes(3 * 1024 * 1024 + 17);
+    const hex = sha256(bytes);
+    const source = join(root, `whole-${n}.bin`);
+    await writeFile(source, bytes);
+    const metrics = createMetrics({ defaultMetrics: false });
+    const cache = await createChunkCache({ dir, maxBytes: 1 << 24, metrics });
+    await cache.putFile(hex, source);
+    const path = await cache.getFile(hex, bytes.length, signal());
+    assert.equal(path, entryPath(dir, hex));
+    assert.deepEqual(await readFile(path ?? ''), bytes);
+    assert.equal(cache.bytes(), bytes.length);
+
+    const onDisk = await readFile(entryPath(dir, hex));
+    onDisk[onDisk.length - 1] = (onDisk[onDisk.length - 1] ?? 0) ^ 0x80;
+    await writeFile(entryPath(dir, hex), onDisk);
+    assert.equal(await cache.getFile(hex, bytes.length, signal()), undefined);
+    assert.equal(await counted(metrics, 'corrupt'), 1);
+    await assert.rejects(stat(entryPath(dir, hex)), { code: 'ENOENT' });
+    assert.equal(cache.bytes(), 0);
+  });
+
   it('when a crashed writer left a temp file, sweeps it at start and never lists it as an entry', async () => {
     const dir = freshDir();
     const hex = sha256(Buffer.from('x'));

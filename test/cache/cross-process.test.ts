@@ -13,6 +13,16 @@ import { startCountingOrigin } from './origin.ts';
 
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
+/** Bytes of every entry file under the cache directory (what is really on disk). */
+async function bytesOnDisk(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(join(dir, 'sha256'), { recursive: true, withFileTypes: true })) {
+    if (entry.isFile() && !entry.name.startsWith('.tmp.'))
+      total += (await stat(join(entry.parentPath, entry.name))).size;
+  }
+  return total;
+}
+
 describe('the disk cache shared by processes', () => {
   let root: string;
   before(async () => {
@@ -58,6 +68,27 @@ describe('the disk cache shared by processes', () => {
       'the dead writer’s temp file was swept at start',
     );
     assert.equal(cache.bytes(), 0);
+    await cache.close();
+  });
+
+  it('when two processes keep writing distinct entries, the shared directory stays within maxBytes plus their unseen slices', async () => {
+    const dir = join(root, 'bounded');
+    const maxBytes = 2 * 1024 * 1024;
+    const each = 64 * 1024;
+    const args = ['put-many', dir, String(maxBytes), '200', String(each)];
+    const children = [startCacheChild(args), startCacheChild(args)];
+    await Promise.all(children.map((child) => child.waitFor('ready')));
+    for (const child of children) child.process.stdin?.write('go\n');
+    await Promise.all(children.map((child) => child.waitFor('done')));
+    await Promise.all(children.map((child) => child.exited));
+    // 2 × 200 × 64 KiB = 25 MiB were written; each writer rescans after maxBytes/16 of its own writes.
+    const onDisk = await bytesOnDisk(dir);
+    assert.ok(onDisk <= maxBytes + 2 * (maxBytes / 16), `${onDisk} bytes on disk`);
+    assert.ok(onDisk >= maxBytes / 2, `${onDisk} bytes on disk: eviction is by need, not wholesale`);
+    // A restart counts what is really there, and brings it within maxBytes.
+    const cache = await createChunkCache({ dir, maxBytes });
+    assert.ok(cache.bytes() <= maxBytes);
+    assert.equal(cache.bytes(), await bytesOnDisk(dir));
     await cache.close();
   });
 
