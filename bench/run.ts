@@ -142,6 +142,23 @@ function evaluateTargets(report: BenchReport, quick: boolean): Target[] {
       });
     }
   }
+  // Issue 16: the S3 store against a fast origin (nginx static at the path-style URL).
+  for (const [mode, goal] of [
+    ['chunk', 1.0],
+    ['whole', 0.9],
+  ] as const) {
+    const row = single.find(
+      (r) => r.source === 's3 (fast origin)' && r.path === 'modelgate' && r.mode === mode,
+    );
+    if (row?.vsNginx !== undefined) {
+      targets.push({
+        name: `single stream, ${mode} mode, S3 store, fast origin`,
+        goal: `≥ ${goal.toFixed(1)}× nginx proxy_pass`,
+        measured: `${row.vsNginx.toFixed(2)}× (${row.mbps.toFixed(0)} MB/s)`,
+        met: row.vsNginx >= goal,
+      });
+    }
+  }
   const fileFanout = report.fanout.filter(
     (r) => r.path === 'modelgate chunk' && r.source === 'file' && r.settings === undefined,
   );

@@ -76,7 +76,12 @@ export async function startProxy(
   const log = openSync(logPath, 'w');
   let child: Child;
   try {
-    child = startChild('modelgate', process.execPath, [MAIN, 'serve', '--config', configPath, ...extraArgs], {
+    // MODELGATE_BENCH_CPU_PROF=<dir>: every proxy process writes a V8 CPU profile there when it stops
+    // (`--cpu-prof` is not allowed in NODE_OPTIONS). Read them with Chrome DevTools or speedscope.
+    const profileDir = process.env.MODELGATE_BENCH_CPU_PROF;
+    const profile = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+    const args = [...profile, MAIN, 'serve', '--config', configPath, ...extraArgs];
+    child = startChild('modelgate', process.execPath, args, {
       cwd: ROOT,
       stdio: ['ignore', log, log],
       env: nodeOptions === undefined ? process.env : { ...process.env, NODE_OPTIONS: nodeOptions },

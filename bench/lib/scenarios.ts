@@ -308,6 +308,33 @@ export async function runSingleStream(ctx: BenchContext): Promise<void> {
   if (!ctx.quick)
     s3Specs.push({ kind: 'modelgate', source: 's3', release: fixture.releases.s3Whole, options: s3 });
   await runStreamGroup(ctx, 'single', s3Specs, reps);
+  await runFastOriginS3(ctx);
+}
+
+/**
+ * The S3 store against a fast origin: nginx serving the object files at their
+ * path-style URL (`/bench/big.bin`), so the origin costs almost nothing and
+ * the row measures the S3 store's read path; nginx `proxy_pass` to the same
+ * origin is the reference. Needs nginx (the node fallback would be the
+ * bottleneck), so it is skipped, with a line saying so, without it.
+ */
+async function runFastOriginS3(ctx: BenchContext): Promise<void> {
+  if (ctx.nginx === null) {
+    ctx.log('  s3 (fast origin): skipped, nginx not found (apt-get install nginx-light to include it)');
+    return;
+  }
+  const { fixture, reps } = ctx;
+  const s3 = { s3Endpoint: ctx.staticUrl };
+  await runStreamGroup(
+    ctx,
+    'single',
+    [
+      ...references(ctx, 's3 (fast origin)', ctx.staticUrl, ctx.nginx.proxyStaticUrl, ctx.staticLabel),
+      { kind: 'modelgate', source: 's3 (fast origin)', release: fixture.releases.s3Chunked, options: s3 },
+      { kind: 'modelgate', source: 's3 (fast origin)', release: fixture.releases.s3Whole, options: s3 },
+    ],
+    reps,
+  );
 }
 
 /** Before/after rows for the optimizations: hash workers on/off, and readAhead 1 / 4 / 8 (file store, chunk mode). */

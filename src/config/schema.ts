@@ -191,6 +191,15 @@ export const configSchema = {
         },
       },
     },
+    cache: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['dir'],
+      properties: {
+        dir: nonEmptyString,
+        maxBytes: { type: 'integer', minimum: 0, default: 10737418240 },
+      },
+    },
     stores: {
       type: 'object',
       additionalProperties: false,

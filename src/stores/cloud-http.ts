@@ -292,6 +292,8 @@ const CONNECTION_ERRNOS = new Set([
   'ENETUNREACH',
   'EHOSTUNREACH',
   'EAI_AGAIN',
+  // undici (the S3 data path): the socket closed or failed under the request.
+  'UND_ERR_SOCKET',
 ]);
 
 /**

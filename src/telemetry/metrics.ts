@@ -35,7 +35,16 @@ export interface Metrics {
   readonly transferMemoryWaiting: Gauge;
   readonly slowClientsDropped: Counter<'reason'>;
   readonly hashWorkerRestarts: Counter;
+  /** Bytes held by the verified disk cache; every worker reports the shared directory, so workers aggregate by max. */
+  readonly cacheBytes: Gauge;
+  /** Disk cache lookups: hit, miss, or corrupt (deleted, then treated as a miss). */
+  readonly cacheRequests: Counter<'result'>;
+  /** Bytes read from a source store (not the disk cache), by store. */
+  readonly sourceBytes: Counter<'store'>;
 }
+
+/** Result label values of `modelgate_cache_requests_total`. */
+export type CacheResult = 'hit' | 'miss' | 'corrupt';
 
 /** Why a client was cut off for its pace: no socket progress for the idle timeout, or below the minimum rate. */
 export type SlowClientReason = 'idle' | 'rate';
@@ -187,6 +196,30 @@ function policyMetrics(registers: Registry[]) {
   };
 }
 
+/** The verified disk cache and the bytes read from sources (docs/scaling.md). */
+function cacheMetrics(registers: Registry[]) {
+  return {
+    cacheBytes: new Gauge({
+      name: 'modelgate_cache_bytes',
+      help: 'Bytes held by the verified disk cache (the shared directory, as this process last counted it).',
+      aggregator: 'max',
+      registers,
+    }),
+    cacheRequests: new Counter({
+      name: 'modelgate_cache_requests_total',
+      help: 'Verified disk cache lookups by result (hit, miss, corrupt: deleted and read from the source).',
+      labelNames: ['result'],
+      registers,
+    }),
+    sourceBytes: new Counter({
+      name: 'modelgate_source_bytes_total',
+      help: 'Bytes read from a source store (cloud or file), by store; cache hits are not counted.',
+      labelNames: ['store'],
+      registers,
+    }),
+  };
+}
+
 /** The integrity program: attestation completeness, exceptions, verified retrievals (docs/attestations.md). */
 function programMetrics(registers: Registry[]) {
   return {
@@ -239,6 +272,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
     ...integrityMetrics(registers),
     ...policyMetrics(registers),
     ...programMetrics(registers),
+    ...cacheMetrics(registers),
   };
 }
 

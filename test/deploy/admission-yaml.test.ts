@@ -37,7 +37,7 @@ describe('kubectl kustomize', async () => {
   for (const overlay of overlays) {
     it(`builds overlays/${overlay.name}`, () => {
       const objects = kustomize(join(OVERLAYS, overlay.name));
-      assert.ok(objects.some((o) => o.kind === 'Deployment'));
+      assert.ok(objects.some((o) => o.kind === 'Deployment' || o.kind === 'DaemonSet'));
     });
   }
 });

@@ -1,12 +1,5 @@
 import { Readable } from 'node:stream';
-import {
-  GetObjectCommand,
-  type GetObjectCommandOutput,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  S3Client,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
+import { HeadBucketCommand, HeadObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { S3StoreConfig } from '../../config/config.types.ts';
 import { ModelgateError } from '../../errors.ts';
@@ -27,6 +20,7 @@ import {
   type ReadResult,
   type Store,
 } from '../store.ts';
+import { createS3RangedGet, type S3Answer } from './s3-ranged-get.ts';
 
 /**
  * Amazon S3 (and S3-compatible endpoints): `s3://bucket/key`, read with
@@ -37,6 +31,10 @@ import {
  * would cost 12 requests; errors carry a `Transient` verdict instead) nor
  * checksums (`WHEN_REQUIRED`: the engine hashes every byte against the signed
  * manifest, which is stronger).
+ *
+ * Ranged reads (the data path) go over undici (`s3-ranged-get.ts`), signed
+ * with the SDK's SigV4 signer and this client's credentials; HEAD stays on the
+ * SDK.
  *
  * The version is the ETag. A pinned read sends `If-Match` and also compares
  * the answered ETag itself, so a server that ignores `If-Match` (s3rver does)
@@ -63,6 +61,14 @@ export function createS3Store(config: S3StoreConfig): Store {
   // Without configured credentials the SDK's default chain applies (env, IRSA / Pod Identity, IMDS).
   if (config.credentials !== undefined) clientConfig.credentials = config.credentials;
   const client = new S3Client(clientConfig);
+  const ranged = createS3RangedGet({
+    region: config.region,
+    endpoint: config.endpoint,
+    forcePathStyle: config.forcePathStyle,
+    credentials: client.config.credentials,
+    maxSockets: config.maxSockets,
+    connectTimeoutMs,
+  });
 
   async function head(location: string, signal: AbortSignal, pin?: string): Promise<ObjectVersion> {
     const { bucket, key } = parseS3Location(location);
@@ -100,35 +106,32 @@ export function createS3Store(config: S3StoreConfig): Store {
         const info = await head(location, signal, pin);
         return { stream: Readable.from([]), version: info.version, size: info.size };
       }
-      let out: GetObjectCommandOutput;
+      let answer: S3Answer;
       try {
-        out = await client.send(
-          new GetObjectCommand({
-            Bucket: bucket,
-            Key: key,
-            // Always an explicit first-last range; suffix ranges (`bytes=-n`) are never sent.
-            Range: `bytes=${range.start}-${range.end - 1}`,
-            ...(pin === undefined ? {} : { IfMatch: pin }),
-          }),
-          { abortSignal: signal },
-        );
+        // Always an explicit first-last range; suffix ranges (`bytes=-n`) are never sent.
+        answer = await ranged.get(bucket, key, range.start, range.end, pin, signal);
       } catch (error) {
-        if (statusOf(error) === 416 || nameOf(error) === 'InvalidRange') {
-          // The range starts at or past the end (or the object is empty): no bytes, the real size.
-          const info = await head(location, signal, pin);
-          return { stream: Readable.from([]), version: info.version, size: info.size };
-        }
-        throw await disambiguatePinFailure(mapS3Error(error, location, signal, pin), pin, () =>
-          head(location, signal),
-        );
+        throw mapS3Error(error, location, signal, pin);
       }
+      const { status, headers, body } = answer;
+      if (status === 416) {
+        // The range starts at or past the end (or the object is empty): no bytes, the real size.
+        body.destroy();
+        const info = await head(location, signal, pin);
+        return { stream: Readable.from([]), version: info.version, size: info.size };
+      }
+      if (status !== 200 && status !== 206) {
+        const failure = await failureOf(status, body, headerOf(headers, 'retry-after'), location, pin);
+        throw await disambiguatePinFailure(failure, pin, () => head(location, signal));
+      }
+      const length = headerOf(headers, 'content-length');
       return acceptRangedAnswer({
         location,
         operation: 'GetObject',
-        body: out.Body,
-        etag: out.ETag,
-        contentRange: out.ContentRange,
-        contentLength: out.ContentLength,
+        body,
+        etag: headerOf(headers, 'etag'),
+        contentRange: headerOf(headers, 'content-range'),
+        contentLength: length === undefined ? undefined : Number(length),
         range,
         pin,
         signal,
@@ -149,6 +152,7 @@ export function createS3Store(config: S3StoreConfig): Store {
     async close(): Promise<void> {
       client.destroy();
       agents.destroy();
+      await ranged.close();
     },
   };
 }
@@ -184,13 +188,69 @@ function nameOf(error: unknown): string | undefined {
   return error instanceof Error ? error.name : undefined;
 }
 
+function headerOf(headers: S3Answer['headers'], name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Up to this much of an error answer's body is read to find its `<Code>`. */
+const ERROR_BODY_LIMIT = 64 * 1024;
+
+/** The S3 error code (`<Code>SlowDown</Code>`) of an error answer's XML body, reading at most 64 KiB of it. */
+async function errorCodeOf(body: Readable): Promise<string | undefined> {
+  let text = '';
+  try {
+    for await (const piece of body as AsyncIterable<Buffer>) {
+      text += piece.toString('utf8');
+      if (text.length >= ERROR_BODY_LIMIT) break;
+    }
+  } catch {
+    // A broken error body still leaves the status to go by.
+  } finally {
+    body.destroy();
+  }
+  return /<Code>([A-Za-z0-9.]{1,64})<\/Code>/.exec(text)?.[1];
+}
+
+async function failureOf(
+  status: number,
+  body: Readable,
+  retryAfter: string | undefined,
+  location: string,
+  pin: string | undefined,
+): Promise<ModelgateError> {
+  const name = await errorCodeOf(body);
+  return answerError({ status, name, retryAfter, location, pin });
+}
+
 function mapS3Error(error: unknown, location: string, signal: AbortSignal, pin?: string): unknown {
   if (error instanceof ModelgateError) return error;
   // The caller aborted: hand back its own reason, as the file store does.
   if (signal.aborted) return signal.reason;
   const status = statusOf(error);
   const name = nameOf(error);
-  const options = { cause: error, details: { location, status, name } };
+  if (status === undefined && isTimeoutError(error)) {
+    return new ModelgateError('MG_SOURCE_TIMEOUT', `${location}: connect timed out`, {
+      cause: error,
+      details: { location, status, name },
+    });
+  }
+  return answerError({ status, name, retryAfter: retryAfterOf(error), location, pin, cause: error });
+}
+
+interface FailedAnswer {
+  status: number | undefined;
+  name: string | undefined;
+  retryAfter: string | undefined;
+  location: string;
+  pin: string | undefined;
+  cause?: unknown;
+}
+
+/** An S3 failure (an error answer, or a request that got none) as the Store contract's errors. */
+function answerError(failed: FailedAnswer): ModelgateError {
+  const { status, name, location, pin, cause } = failed;
+  const options = { cause, details: { location, status, name } };
   if (status === 404 || name === 'NoSuchKey' || name === 'NotFound' || name === 'NoSuchBucket') {
     return new ModelgateError('MG_SOURCE_NOT_FOUND', `no such object: ${location}`, options);
   }
@@ -201,14 +261,14 @@ function mapS3Error(error: unknown, location: string, signal: AbortSignal, pin?:
       options,
     );
   }
-  if (isTimeoutError(error)) {
+  if (status === undefined && isTimeoutError(cause)) {
     return new ModelgateError('MG_SOURCE_TIMEOUT', `${location}: connect timed out`, options);
   }
-  const what = status === undefined ? (name ?? String(error)) : `HTTP ${status} ${name ?? ''}`.trim();
+  const what = status === undefined ? (name ?? String(cause)) : `HTTP ${status} ${name ?? ''}`.trim();
   const transient =
-    status === undefined ? transientTransport(error) : transientAnswer(status, name, retryAfterOf(error));
+    status === undefined ? transientTransport(cause) : transientAnswer(status, name, failed.retryAfter);
   return new ModelgateError('MG_SOURCE_FAILED', `${location}: expected the object, got ${what}`, {
-    cause: error,
+    cause,
     details: { ...options.details, transient },
   });
 }

@@ -1,0 +1,300 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, mkdir, open, rename, stat, unlink, utimes } from 'node:fs/promises';
+import type { Logger } from '../telemetry/logger.ts';
+import type { CacheResult, Metrics } from '../telemetry/metrics.ts';
+import { createCoalescer } from '../util/single-flight.ts';
+import { ByteLru } from './byte-lru.ts';
+import { type Claim, createClaims } from './claims.ts';
+import { entryFolder, entryPath, isHexDigest, tempPath } from './layout.ts';
+import { scanCache } from './scan.ts';
+
+export type { Claim } from './claims.ts';
+
+/**
+ * The verified disk cache (SPEC §11): chunks addressed by their SHA-256,
+ * shared by the processes of one `serve` and kept across restarts.
+ *
+ * - A cache is a store, not a trust root: `get` hashes every entry before
+ *   returning it; a wrong size or hash deletes the entry, counts `corrupt` and
+ *   answers a miss, so the caller reads the source instead (never a failed or
+ *   short response).
+ * - An entry becomes visible only complete: written to a temp file in its own
+ *   folder, fsynced, renamed into place. Temp files of crashed writers are
+ *   swept by the scan at start.
+ * - LRU by bytes under `maxBytes`. Use order is the entry file's mtime (a hit
+ *   touches it), so it is shared across processes and restarts; each process
+ *   keeps its view in memory (ByteLru), rebuilt from a directory scan at start
+ *   and again after it has written `maxBytes / 16` bytes, and before deleting
+ *   a victim it checks the file was not used since (another process's hit).
+ *   Other processes' writes since the last scan are unseen, so with P writers
+ *   the directory may transiently exceed `maxBytes` by up to P × maxBytes/16.
+ * - `claim` makes one process read a chunk from the source while others wait.
+ */
+export interface ChunkCache {
+  /**
+   * The verified bytes of `hex` (a lowercase SHA-256), or undefined on a miss
+   * (also after a corrupt entry was deleted). `target`, when given, receives
+   * the bytes (at least `size` long) and the result is its first `size` bytes.
+   */
+  get(hex: string, size: number, signal: AbortSignal, target?: Uint8Array): Promise<Uint8Array | undefined>;
+  /**
+   * Stores bytes whose SHA-256 the caller has verified to be `hex`. Best
+   * effort: a full disk or any other failure is logged, never thrown.
+   */
+  put(hex: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Whole-file mode (files without `chunks`): caches the file at `path`,
+   * whose SHA-256 the caller has verified to be `hex` (copied in, fsynced,
+   * renamed into place; best effort like `put`).
+   */
+  putFile(hex: string, path: string): Promise<void>;
+  /**
+   * The path of a cached whole file after hashing all of it (a whole-file
+   * entry cannot be checked piecewise, and a mismatch found while sending
+   * would fail the response), or undefined on a miss or a corrupt entry
+   * (deleted and counted). Stream it through the engine's whole-file
+   * verification as from any store: the entry may change after this check.
+   */
+  getFile(hex: string, size: number, signal: AbortSignal): Promise<string | undefined>;
+  /** One source read per chunk across processes: see claims.ts. */
+  claim(hex: string, signal: AbortSignal): Promise<Claim>;
+  /** Bytes in the cache as this process last counted them. */
+  bytes(): number;
+  /** Releases this process's claims; the files stay for the next start. */
+  close(): Promise<void>;
+}
+
+export interface ChunkCacheOptions {
+  dir: string;
+  maxBytes: number;
+  metrics?: Pick<Metrics, 'cacheBytes' | 'cacheRequests'>;
+  logger?: Logger;
+  /** SHA-256 as lowercase hex (default: node:crypto on this thread; the engine may pass its hash workers). */
+  hash?: (bytes: Uint8Array) => Promise<string> | string;
+  /** A claim or temp file untouched this long is abandoned (default 30 s). */
+  staleMs?: number;
+  /** First poll interval of a waiting claim (default 10 ms). */
+  pollMs?: number;
+}
+
+function hashInline(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function errnoOf(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException).code;
+}
+
+/** Reads exactly `size` bytes of `path` into `target`; undefined when the file is missing or not `size` long. */
+async function readExactly(
+  path: string,
+  size: number,
+  target: Uint8Array,
+): Promise<'missing' | 'wrong-size' | 'ok'> {
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(path, 'r');
+  } catch (error) {
+    if (errnoOf(error) === 'ENOENT') return 'missing';
+    throw error;
+  }
+  try {
+    if ((await handle.stat()).size !== size) return 'wrong-size';
+    let done = 0;
+    while (done < size) {
+      const { bytesRead } = await handle.read(target, done, size - done, done);
+      if (bytesRead === 0) return 'wrong-size';
+      done += bytesRead;
+    }
+    return 'ok';
+  } finally {
+    await handle.close();
+  }
+}
+
+/** SHA-256 of a file, read in 1 MiB pieces. */
+async function hashFile(path: string, signal: AbortSignal): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const piece of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) {
+    hash.update(piece as Buffer);
+  }
+  return hash.digest('hex');
+}
+
+async function copyDurably(from: string, to: string): Promise<void> {
+  await copyFile(from, to);
+  const handle = await open(to, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function writeDurably(path: string, bytes: Uint8Array): Promise<void> {
+  const handle = await open(path, 'wx', 0o644);
+  try {
+    let done = 0;
+    while (done < bytes.length) {
+      const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, done);
+      done += bytesWritten;
+    }
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export async function createChunkCache(options: ChunkCacheOptions): Promise<ChunkCache> {
+  const { dir, maxBytes, metrics, logger } = options;
+  const staleMs = options.staleMs ?? 30_000;
+  const hash = options.hash ?? hashInline;
+  const rescanAfterBytes = Math.max(1, Math.floor(maxBytes / 16));
+  const lru = new ByteLru();
+  const claims = createClaims({ dir, staleMs, pollMs: options.pollMs ?? 10 });
+  let writtenSinceScan = 0;
+
+  const count = (result: CacheResult) => metrics?.cacheRequests.inc({ result });
+  const report = () => metrics?.cacheBytes.set(lru.total);
+
+  /** Deletes least-recently-used entries until this process's view is within maxBytes. */
+  async function evict(): Promise<void> {
+    for (const [hex, entry] of lru.victims(maxBytes)) {
+      const path = entryPath(dir, hex);
+      const info = await stat(path).catch(() => undefined);
+      if (info !== undefined && info.mtimeMs > entry.usedAt + 1) {
+        lru.touch(hex, info.mtimeMs); // another process used it since we looked: keep it
+        continue;
+      }
+      await unlink(path).catch(() => undefined);
+      lru.delete(hex);
+    }
+    report();
+  }
+
+  const rescan = createCoalescer(async () => {
+    writtenSinceScan = 0;
+    const { entries, sweptTemps } = await scanCache(dir, staleMs, Date.now());
+    lru.reset(entries);
+    if (sweptTemps > 0) logger?.info({ dir, sweptTemps }, 'cache: removed temp files of interrupted writes');
+    await evict();
+  });
+
+  async function discard(hex: string, why: string): Promise<void> {
+    count('corrupt');
+    logger?.warn({ digest: hex, why }, 'cache: corrupt entry deleted');
+    await unlink(entryPath(dir, hex)).catch(() => undefined);
+    lru.delete(hex);
+    report();
+  }
+
+  /** A hit: the entry's mtime is the use order other processes and the next start see. */
+  function markUsed(hex: string, size: number, path: string): void {
+    const now = Date.now();
+    const when = new Date(now);
+    utimes(path, when, when).catch(() => undefined);
+    if (!lru.touch(hex, now)) lru.set(hex, size, now);
+    report();
+  }
+
+  /** Writes an entry through a temp file in its folder (`write` fills the temp), then renames it into place. */
+  async function publish(hex: string, size: number, write: (temp: string) => Promise<void>): Promise<void> {
+    if (lru.touch(hex, Date.now())) return;
+    const temp = tempPath(dir, hex, randomBytes(6).toString('hex'));
+    try {
+      await mkdir(entryFolder(dir, hex), { recursive: true });
+      await write(temp);
+      await rename(temp, entryPath(dir, hex));
+    } catch (error) {
+      await unlink(temp).catch(() => undefined);
+      logger?.warn({ digest: hex, err: error }, 'cache: write failed; served without caching');
+      return;
+    }
+    lru.set(hex, size, Date.now());
+    writtenSinceScan += size;
+    const settle = writtenSinceScan >= rescanAfterBytes ? rescan() : evict();
+    await settle.catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
+  }
+
+  await mkdir(dir, { recursive: true });
+  await rescan();
+
+  return {
+    async get(hex, size, signal, target) {
+      if (!isHexDigest(hex)) return undefined;
+      signal.throwIfAborted();
+      const buffer = target ?? Buffer.allocUnsafe(size);
+      if (buffer.length < size) throw new RangeError('cache target is smaller than the chunk');
+      const bytes = buffer.subarray(0, size);
+      const path = entryPath(dir, hex);
+      const read = await readExactly(path, size, bytes);
+      if (read === 'missing') {
+        if (lru.delete(hex)) report();
+        count('miss');
+        return undefined;
+      }
+      if (read === 'wrong-size') {
+        await discard(hex, 'size');
+        return undefined;
+      }
+      signal.throwIfAborted();
+      if ((await hash(bytes)) !== hex) {
+        await discard(hex, 'sha256');
+        return undefined;
+      }
+      markUsed(hex, size, path);
+      count('hit');
+      return bytes;
+    },
+
+    put(hex, bytes) {
+      if (!isHexDigest(hex) || bytes.length > maxBytes) return Promise.resolve();
+      return publish(hex, bytes.length, (temp) => writeDurably(temp, bytes));
+    },
+
+    async putFile(hex, path) {
+      if (!isHexDigest(hex)) return;
+      const size = (await stat(path).catch(() => undefined))?.size;
+      if (size === undefined || size > maxBytes) return;
+      await publish(hex, size, (temp) => copyDurably(path, temp));
+    },
+
+    async getFile(hex, size, signal) {
+      if (!isHexDigest(hex)) return undefined;
+      signal.throwIfAborted();
+      const path = entryPath(dir, hex);
+      const info = await stat(path).catch(() => undefined);
+      if (info === undefined) {
+        if (lru.delete(hex)) report();
+        count('miss');
+        return undefined;
+      }
+      if (info.size !== size) {
+        await discard(hex, 'size');
+        return undefined;
+      }
+      if ((await hashFile(path, signal)) !== hex) {
+        await discard(hex, 'sha256');
+        return undefined;
+      }
+      markUsed(hex, size, path);
+      count('hit');
+      return path;
+    },
+
+    claim(hex, signal) {
+      if (!isHexDigest(hex))
+        return Promise.reject(new TypeError('cache claim needs a lowercase SHA-256 hex digest'));
+      return claims.claim(
+        hex,
+        signal,
+        async () => (await stat(entryPath(dir, hex)).catch(() => undefined)) !== undefined,
+      );
+    },
+
+    bytes: () => lru.total,
+
+    close: () => claims.releaseAll(),
+  };
+}
