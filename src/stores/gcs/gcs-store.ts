@@ -23,6 +23,48 @@ import {
 /** Largest error body read to build a message; the rest is dropped with the socket. */
 const MAX_ERROR_BODY_BYTES = 16 * 1024;
 
+/** Maps a non-success status; a 404 under a pin asks whether a live object still exists. */
+async function statusError(
+  res: IncomingMessage,
+  body: string,
+  location: string,
+  signal: AbortSignal,
+  metadata: (location: string, signal: AbortSignal) => Promise<ObjectVersion>,
+  pin?: string,
+): Promise<ModelgateError> {
+  const status = res.statusCode ?? 0;
+  const details = { location, status, body: body.slice(0, 512) };
+  if (status === 404 && pin !== undefined) {
+    try {
+      const live = await metadata(location, signal);
+      return new ModelgateError(
+        'MG_SOURCE_CHANGED',
+        `${location} changed: expected generation ${pin}, got ${live.version}`,
+        { details },
+      );
+    } catch (error) {
+      if (error instanceof ModelgateError && error.code === 'MG_SOURCE_NOT_FOUND') return error;
+      throw error;
+    }
+  }
+  if (status === 404)
+    return new ModelgateError('MG_SOURCE_NOT_FOUND', `no such object: ${location}`, { details });
+  if (status === 412) {
+    return new ModelgateError('MG_SOURCE_CHANGED', `${location} changed: precondition failed`, { details });
+  }
+  const transient = transientAnswer(status, errorReasonOf(body), headerOf(res, 'retry-after'));
+  return new ModelgateError('MG_SOURCE_FAILED', `${location}: expected the object, got HTTP ${status}`, {
+    details: { ...details, transient },
+  });
+}
+/** The JSON API URL of one object. */
+function objectUrl(apiEndpoint: string, bucket: string, name: string, query: Record<string, string>): URL {
+  const url = new URL(
+    `${apiEndpoint}/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(name)}`,
+  );
+  for (const [key, value] of Object.entries(query)) url.searchParams.set(key, value);
+  return url;
+}
 /**
  * Google Cloud Storage: `gs://bucket/object`, read through the JSON API
  * (`GET …/o/{object}?alt=media` with `Range`). The official SDK's `Storage`
@@ -91,14 +133,6 @@ export function createGcsStore(config: GcsStoreConfig): Store {
     });
   }
 
-  function objectUrl(bucket: string, name: string, query: Record<string, string>): URL {
-    const url = new URL(
-      `${apiEndpoint}/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(name)}`,
-    );
-    for (const [key, value] of Object.entries(query)) url.searchParams.set(key, value);
-    return url;
-  }
-
   /** Object metadata; with a pin, of exactly that generation. */
   async function metadata(location: string, signal: AbortSignal, pin?: string): Promise<ObjectVersion> {
     const { bucket, name } = parseGcsLocation(location);
@@ -106,13 +140,13 @@ export function createGcsStore(config: GcsStoreConfig): Store {
     if (pin !== undefined) query.generation = pin;
     let res: IncomingMessage;
     try {
-      res = await send(objectUrl(bucket, name, query), { Accept: 'application/json' }, signal);
+      res = await send(objectUrl(apiEndpoint, bucket, name, query), { Accept: 'application/json' }, signal);
     } catch (error) {
       throw mapTransportError(error, location, signal);
     }
     const status = res.statusCode ?? 0;
     const text = await readText(res, signal, location);
-    if (status !== 200) throw await statusError(res, text, location, signal, pin);
+    if (status !== 200) throw await statusError(res, text, location, signal, metadata, pin);
     let parsed: { size?: unknown; generation?: unknown };
     try {
       parsed = JSON.parse(text) as { size?: unknown; generation?: unknown };
@@ -125,40 +159,6 @@ export function createGcsStore(config: GcsStoreConfig): Store {
       throw new ModelgateError('MG_SOURCE_FAILED', `${location}: metadata lacks size or generation`);
     }
     return { size, version: generation };
-  }
-
-  /** Maps a non-success status; a 404 under a pin asks whether a live object still exists. */
-  async function statusError(
-    res: IncomingMessage,
-    body: string,
-    location: string,
-    signal: AbortSignal,
-    pin?: string,
-  ): Promise<ModelgateError> {
-    const status = res.statusCode ?? 0;
-    const details = { location, status, body: body.slice(0, 512) };
-    if (status === 404 && pin !== undefined) {
-      try {
-        const live = await metadata(location, signal);
-        return new ModelgateError(
-          'MG_SOURCE_CHANGED',
-          `${location} changed: expected generation ${pin}, got ${live.version}`,
-          { details },
-        );
-      } catch (error) {
-        if (error instanceof ModelgateError && error.code === 'MG_SOURCE_NOT_FOUND') return error;
-        throw error;
-      }
-    }
-    if (status === 404)
-      return new ModelgateError('MG_SOURCE_NOT_FOUND', `no such object: ${location}`, { details });
-    if (status === 412) {
-      return new ModelgateError('MG_SOURCE_CHANGED', `${location} changed: precondition failed`, { details });
-    }
-    const transient = transientAnswer(status, errorReasonOf(body), headerOf(res, 'retry-after'));
-    return new ModelgateError('MG_SOURCE_FAILED', `${location}: expected the object, got HTTP ${status}`, {
-      details: { ...details, transient },
-    });
   }
 
   return {
@@ -182,7 +182,7 @@ export function createGcsStore(config: GcsStoreConfig): Store {
       let res: IncomingMessage;
       try {
         res = await send(
-          objectUrl(bucket, name, query),
+          objectUrl(apiEndpoint, bucket, name, query),
           // An explicit first-last range, never a suffix; `gzip` keeps the stored bytes (no transcoding).
           { Range: `bytes=${range.start}-${range.end - 1}`, 'Accept-Encoding': 'gzip' },
           signal,
@@ -198,7 +198,7 @@ export function createGcsStore(config: GcsStoreConfig): Store {
       }
       if (status !== 200 && status !== 206) {
         const text = await readText(res, signal, location).catch(() => '');
-        throw await statusError(res, text, location, signal, pin);
+        throw await statusError(res, text, location, signal, metadata, pin);
       }
       try {
         const version = headerOf(res, 'x-goog-generation');
