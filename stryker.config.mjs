@@ -26,7 +26,8 @@ const chosen = (process.env.MUTATE_MODULES ?? 'identity,policy,integrity')
   .map((name) => name.trim())
   .filter((name) => name !== '');
 for (const name of chosen) {
-  if (!(name in modules)) throw new Error(`MUTATE_MODULES: unknown module ${name} (known: ${Object.keys(modules)})`);
+  if (!(name in modules))
+    throw new Error(`MUTATE_MODULES: unknown module ${name} (known: ${Object.keys(modules)})`);
 }
 
 export default {
@@ -47,14 +48,15 @@ export default {
   timeoutMS: 20000,
   timeoutFactor: 2,
   reporters: ['clear-text', 'progress', 'html', 'json'],
-  htmlReporter: { fileName: 'reports/mutation/mutation.html' },
-  jsonReporter: { fileName: 'reports/mutation/mutation.json' },
+  // Reports and the sandbox live under .modelgate/ (ignored by git and Biome, like other local state).
+  htmlReporter: { fileName: '.modelgate/mutation/mutation.html' },
+  jsonReporter: { fileName: '.modelgate/mutation/mutation.json' },
   thresholds: { high: 90, low: 80, break: null },
   // Stryker rewrites the tsconfig in its sandbox through the classic `typescript` API, which tsc 7 lacks;
   // nothing here compiles (Node strips the types), so point it at a file that does not exist.
   tsconfigFile: 'tsconfig.stryker-none.json',
-  tempDirName: '.stryker-tmp',
+  tempDirName: '.modelgate/stryker-tmp',
   cleanTempDir: 'always',
   // The sandbox needs the sources and tests; node_modules is linked, not copied.
-  ignorePatterns: ['reports', 'bench', 'deploy', '.stryker-tmp'],
+  ignorePatterns: ['.modelgate', 'bench', 'deploy'],
 };
