@@ -73,14 +73,15 @@ describe('when every client of a shared source read disconnects', () => {
     await Promise.all(downloads);
     for (let i = 0; i < 200 && (await h.metric('modelgate_inflight_requests')) !== 0; i++) await sleep(20);
     assert.equal(await h.metric('modelgate_inflight_requests'), 0);
-    await sleep(300);
+    // Generous settling time for a loaded machine: the abort has to travel store → socket → proxy.
+    await sleep(1000);
 
     const bytesAfterAbort = bytesFromOrigin();
     const requestsAfterAbort = mediaRequests();
     await sleep(1500);
-    // Left running, the shared read would have pulled ~1.2 MB more in this window, and read-ahead more requests.
     assert.equal(bytesFromOrigin(), bytesAfterAbort, 'no more bytes come from the origin');
     assert.equal(mediaRequests(), requestsAfterAbort, 'no new requests reach the origin');
-    assert.ok(bytesAfterAbort < 3 * MiB, `the origin sent ${bytesAfterAbort} bytes, far less than the file`);
+    // Left running, the shared read of chunk 0 would have finished (1 MiB) by now: 2.5 s at ~800 KB/s.
+    assert.ok(bytesAfterAbort < 512 * 1024, `the origin sent ${bytesAfterAbort} bytes, less than one chunk`);
   });
 });
