@@ -26,7 +26,11 @@ import { jwtVerify } from 'jose';
 
 /** Where gtoken 7.1 sends the grant, whatever `token_uri` says. */
 export const GOOGLE_TOKEN_URL = 'https://www.googleapis.com/oauth2/v4/token';
-const INTERCEPTED_HOSTS = new Set(['www.googleapis.com', 'oauth2.googleapis.com']);
+const INTERCEPTED_HOSTS = new Set([
+  'www.googleapis.com',
+  'oauth2.googleapis.com',
+  'login.microsoftonline.com',
+]);
 
 export interface TokenExchange {
   /** 'direct' (plain HTTP to the local URL) or 'intercepted' (HTTPS through the proxy). */
@@ -44,6 +48,8 @@ export interface OAuthTokenServer {
   readonly url: string;
   /** PEM file of the throw-away CA, for NODE_EXTRA_CA_CERTS. */
   readonly caFile: string;
+  /** A certificate (and key) from that CA for the intercepted hosts and 127.0.0.1. */
+  readonly tls: { cert: Buffer; key: Buffer };
   exchanges(): readonly TokenExchange[];
   /** True when this access token was issued here and is unexpired. */
   isIssued(accessToken: string): boolean;
@@ -71,7 +77,8 @@ async function makeCertificates(dir: string): Promise<{ caFile: string; cert: Bu
   ]);
   await writeFile(
     file('leaf.ext'),
-    `subjectAltName=${[...INTERCEPTED_HOSTS].map((h) => `DNS:${h}`).join(',')}\nextendedKeyUsage=serverAuth\n`,
+    // 127.0.0.1 too: the same certificate serves the HTTPS blob origin of the Azure test.
+    `subjectAltName=${[...INTERCEPTED_HOSTS].map((h) => `DNS:${h}`).join(',')},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n`,
   );
   openssl(
     ['x509', '-req', '-in', file('leaf.csr'), '-CA', file('ca.crt'), '-CAkey', file('ca.key')].concat([
@@ -97,6 +104,8 @@ export async function startOAuthTokenServer(options: {
   clientEmail: string;
   /** The audiences accepted: the key's `token_uri`, and Google's fixed URL. */
   audiences: string[];
+  /** An Entra ID (Azure AD) app registration whose client-credentials grant is honoured too. */
+  entra?: { tenantId: string; clientId: string; clientSecret: string };
 }): Promise<OAuthTokenServer> {
   const dir = await mkdtemp(join(tmpdir(), 'modelgate-oauth-'));
   const { caFile, cert, key } = await makeCertificates(dir);
@@ -119,7 +128,13 @@ export async function startOAuthTokenServer(options: {
       exchange.status = status;
       res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     };
-    const path = (req.url ?? '').split('?')[0];
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    const entraPath =
+      options.entra !== undefined &&
+      (path.startsWith(`/${options.entra.tenantId}/`) || path.startsWith('/common/'));
+    if (entraPath) {
+      return entraGrant(req, path, form, exchange, answer);
+    }
     if (req.method !== 'POST' || (path !== '/token' && path !== '/oauth2/v4/token')) {
       return answer(404, { error: 'not_found' });
     }
@@ -141,6 +156,58 @@ export async function startOAuthTokenServer(options: {
     issued.set(accessToken, Date.now() + 3600_000);
     exchange.accessToken = accessToken;
     answer(200, { access_token: accessToken, expires_in: 3600, token_type: 'Bearer' });
+  }
+
+  /** Entra ID: instance discovery, OpenID metadata, and the client-credentials grant. */
+  function entraGrant(
+    req: IncomingMessage,
+    path: string,
+    form: URLSearchParams,
+    exchange: TokenExchange,
+    answer: (status: number, body: Record<string, unknown>) => void,
+  ) {
+    const entra = options.entra;
+    if (entra === undefined) return answer(404, { error: 'not_found' });
+    const authority = `https://login.microsoftonline.com/${entra.tenantId}`;
+    if (path === '/common/discovery/instance') {
+      return answer(200, {
+        tenant_discovery_endpoint: `${authority}/v2.0/.well-known/openid-configuration`,
+        'api-version': '1.1',
+        metadata: [
+          {
+            preferred_network: 'login.microsoftonline.com',
+            preferred_cache: 'login.windows.net',
+            aliases: ['login.microsoftonline.com', 'login.windows.net'],
+          },
+        ],
+      });
+    }
+    if (path === `/${entra.tenantId}/v2.0/.well-known/openid-configuration`) {
+      return answer(200, {
+        token_endpoint: `${authority}/oauth2/v2.0/token`,
+        authorization_endpoint: `${authority}/oauth2/v2.0/authorize`,
+        end_session_endpoint: `${authority}/oauth2/v2.0/logout`,
+        issuer: `${authority}/v2.0`,
+        jwks_uri: `${authority}/discovery/v2.0/keys`,
+      });
+    }
+    if (req.method !== 'POST' || path !== `/${entra.tenantId}/oauth2/v2.0/token`) {
+      return answer(404, { error: 'not_found' });
+    }
+    if (form.get('grant_type') !== 'client_credentials')
+      return answer(400, { error: 'unsupported_grant_type' });
+    if (form.get('client_id') !== entra.clientId || form.get('client_secret') !== entra.clientSecret) {
+      return answer(401, {
+        error: 'invalid_client',
+        error_description: 'AADSTS7000215: Invalid client secret.',
+      });
+    }
+    exchange.issuer = entra.clientId;
+    exchange.scope = form.get('scope') ?? undefined;
+    const accessToken = `eyJ0eXAiOiJKV1QifQ.test-${randomBytes(24).toString('base64url')}.sig`;
+    issued.set(accessToken, Date.now() + 3600_000);
+    exchange.accessToken = accessToken;
+    answer(200, { token_type: 'Bearer', expires_in: 3599, ext_expires_in: 3599, access_token: accessToken });
   }
 
   const onRequest = (via: TokenExchange['via']) => (req: IncomingMessage, res: ServerResponse) => {
@@ -169,6 +236,7 @@ export async function startOAuthTokenServer(options: {
   return {
     url: `http://127.0.0.1:${port}`,
     caFile,
+    tls: { cert, key },
     exchanges: () => exchanges,
     isIssued: (token) => (issued.get(token) ?? 0) > Date.now(),
     async close() {
