@@ -89,7 +89,15 @@ interface ResumableSession {
 const MAX_UPLOAD_BYTES = 64 * 1024 * 1024;
 
 /** Starts a GCS JSON API server on 127.0.0.1, port 0. */
-export async function startGcsServer(): Promise<GcsServer> {
+export interface GcsServerOptions {
+  /**
+   * When given, every request must pass it (it sees the `Authorization`
+   * header) or is answered 401 like GCS: for the credential-path test.
+   */
+  authorize?: (authorization: string | undefined) => boolean;
+}
+
+export async function startGcsServer(options: GcsServerOptions = {}): Promise<GcsServer> {
   const buckets = new Map<string, Map<string, GcsObject>>();
   const sessions = new Map<string, ResumableSession>();
   const log: GcsRequestLogEntry[] = [];
@@ -136,6 +144,11 @@ export async function startGcsServer(): Promise<GcsServer> {
       status: 0,
     };
     log.push(entry);
+    if (options.authorize !== undefined && !options.authorize(req.headers.authorization)) {
+      drain(req);
+      sendError(res, 401, 'Anonymous caller does not have storage.objects.get access');
+      return;
+    }
     res.on('finish', () => {
       entry.status = res.statusCode;
     });

@@ -26,6 +26,11 @@ export interface StoreFixture {
   teardown(): Promise<void>;
   /** The fault proxy the store talks through, when it has one: lets the suite watch its sockets. */
   proxy?: FaultProxy;
+  /**
+   * Open OS handles (file descriptors) on the object at a location, for stores
+   * without sockets to watch (the file store): lets the suite see handles close.
+   */
+  openHandles?(location: string): Promise<number>;
   /** Locations of this store's scheme that are malformed or leave its scope. */
   malformedLocations?: string[];
 }
@@ -238,6 +243,13 @@ export function runStoreConformance(name: string, setup: () => Promise<StoreFixt
         assert.deepEqual(first, bytes.subarray(0, first.length));
         const used = carriers(fixture.proxy, before);
         if (fixture.proxy !== undefined) assert.ok(used.length > 0, 'the read went through the proxy');
+        // Without a proxy the fixture must count the store's handles: an empty check proves nothing.
+        const handles = fixture.openHandles?.bind(fixture);
+        assert.ok(
+          fixture.proxy !== undefined || handles !== undefined,
+          'the fixture can watch the connections or file handles the read uses',
+        );
+        if (handles !== undefined) assert.ok((await handles(location)) > 0, 'the read holds a handle open');
 
         const closed = new Promise<void>((resolve) => result.stream.once('close', () => resolve()));
         const abortedAt = performance.now();
@@ -247,6 +259,13 @@ export function runStoreConformance(name: string, setup: () => Promise<StoreFixt
         assert.ok(performance.now() - abortedAt < 1000);
         for (const connection of used) {
           await waitFor(() => !connection.open, 2000, `connection ${connection.id} closes after the abort`);
+        }
+        if (handles !== undefined) {
+          const deadline = performance.now() + 2000;
+          while ((await handles(location)) > 0 && performance.now() < deadline) {
+            await new Promise((resolve) => setTimeout(resolve, 10));
+          }
+          assert.equal(await handles(location), 0, 'the file handle closes after the abort');
         }
       });
 

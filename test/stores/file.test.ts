@@ -2,7 +2,7 @@
  * The file store against a real temp folder. Overwrites replace the file by
  * rename (a new inode), as a deploy pipeline would.
  */
-import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readlink, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createFileStore } from '../../src/stores/file/file-store.ts';
@@ -11,7 +11,8 @@ import { runStoreConformance } from './conformance.ts';
 const timeouts = { connectSeconds: 2, firstByteSeconds: 5, idleSeconds: 5 };
 
 runStoreConformance('file', async () => {
-  const root = await mkdtemp(join(tmpdir(), 'modelgate-file-store-'));
+  // The real path: /proc/self/fd links name files by their resolved path.
+  const root = await realpath(await mkdtemp(join(tmpdir(), 'modelgate-file-store-')));
   const pathOf = (location: string) => join(root, location.slice('file:'.length));
   const write = async (path: string, bytes: Uint8Array) => {
     await mkdir(dirname(path), { recursive: true });
@@ -27,6 +28,13 @@ runStoreConformance('file', async () => {
     overwrite: (location, bytes) => write(pathOf(location), bytes),
     remove: (location) => rm(pathOf(location)),
     teardown: () => rm(root, { recursive: true, force: true }),
+    // Real descriptors of this process that point at the object's file (Linux /proc).
+    async openHandles(location) {
+      const target = pathOf(location);
+      const fds = await readdir('/proc/self/fd');
+      const links = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+      return links.filter((link) => link === target).length;
+    },
     malformedLocations: ['file:../outside.bin', 'file:/etc/passwd', 'file:a//b', 's3://bucket/key'],
   };
 });

@@ -71,7 +71,7 @@ function objectUrl(apiEndpoint: string, bucket: string, name: string, query: Rec
  * client owns the credentials — Application Default Credentials (GKE
  * Workload Identity, metadata server, `GOOGLE_APPLICATION_CREDENTIALS`), or
  * `keyFilename` — and its `authClient` signs every request; a loopback
- * `apiEndpoint` (a local test server) is used without credentials, as the
+ * `apiEndpoint` (a local test server) without a `keyFilename` is used without credentials, as the
  * SDK does for custom endpoints, while any other custom endpoint still
  * authenticates (`useAuthWithCustomEndpoint`).
  *
@@ -94,7 +94,9 @@ function objectUrl(apiEndpoint: string, bucket: string, name: string, query: Rec
  * otherwise change the bytes and ignore `Range`).
  */
 export function createGcsStore(config: GcsStoreConfig): Store {
-  const anonymous = config.apiEndpoint !== undefined && isLoopbackUrl(config.apiEndpoint);
+  // A key file given explicitly is always used, even on loopback (the credential-path test runs there).
+  const anonymous =
+    config.keyFilename === undefined && config.apiEndpoint !== undefined && isLoopbackUrl(config.apiEndpoint);
   // Requests are never retried here: the engine retries from chunk boundaries and fails over to mirrors.
   const options: StorageOptions = { useAuthWithCustomEndpoint: !anonymous };
   if (config.projectId !== undefined) options.projectId = config.projectId;
