@@ -1,8 +1,9 @@
 import { LRUCache } from 'lru-cache';
+import type { ChunkCache } from '../cache/index.ts';
 import type { ChunkedFile } from '../catalog/release.types.ts';
 import { ModelgateError } from '../errors.ts';
 import type { StoreKind } from '../stores/store.ts';
-import { digestEquals } from './digest.ts';
+import { digestEquals, isSha256Hex } from './digest.ts';
 import type { Hasher } from './hasher.ts';
 import type { ChunkLease, MemoryBudget } from './memory-budget.ts';
 import { readFromSources, type SourceSession } from './source-reader.ts';
@@ -25,12 +26,16 @@ export interface ChunkResult extends Disposable {
   short: boolean;
   /** The source holds bytes beyond the file's size (checked on the last chunk only). */
   extra: boolean;
-  store: StoreKind;
+  /** Where the bytes came from: a source store, or the verified disk cache. */
+  store: ChunkOrigin;
   /** Drops this holder's reference (again: a no-op). */
   release(): void;
   /** Drops this holder's reference and forbids reuse of the memory: a cut socket write may still read it. */
   discard(): void;
 }
+
+/** A source store, or the verified disk cache (its entries are hashed again on every read). */
+export type ChunkOrigin = StoreKind | 'cache';
 
 /** A chunk with its reference count exposed to the fetcher (the cache takes extra references). */
 interface CountedChunk {
@@ -95,6 +100,7 @@ export interface ChunkFetcher {
   stats(): {
     sourceReads: number;
     cacheHits: number;
+    diskHits: number;
     shared: number;
     memory: ReturnType<MemoryBudget['stats']>;
   };
@@ -107,7 +113,7 @@ interface ReadResult {
   actualHex: string;
   short: boolean;
   extra: boolean;
-  store: StoreKind;
+  store: ChunkOrigin;
   lease: ChunkLease;
 }
 
@@ -193,6 +199,46 @@ async function readChunkInto(
   return { store, filled, extra, short: filled < length };
 }
 
+/**
+ * Read-through the disk cache (SPEC §11): a verified hit is served as is (the
+ * cache hashed it again); on a miss one process (the claim's owner) reads the
+ * source while the others wait and look again. The owner publishes the chunk
+ * only after it verified, and before it lets the claim go, so waiters find
+ * it. The lease is held until the write is done: the entry is written from it.
+ */
+async function readThroughDisk(
+  cache: ChunkCache,
+  session: SourceSession<ChunkedFile>,
+  index: number,
+  lease: ChunkLease,
+  signal: AbortSignal,
+  readSource: () => Promise<ReadResult>,
+): Promise<ReadResult> {
+  const file = session.file;
+  const hex = file.chunks[index] ?? '';
+  const length = Math.min(file.chunkSize, file.size - index * file.chunkSize);
+  for (;;) {
+    const data = await cache.get(hex, length, signal, lease.buffer);
+    if (data !== undefined) {
+      return {
+        index,
+        data,
+        verified: true,
+        actualHex: hex,
+        short: false,
+        extra: false,
+        store: 'cache',
+        lease,
+      };
+    }
+    await using claim = await cache.claim(hex, signal);
+    if (!claim.owner) continue;
+    const result = await readSource();
+    if (result.verified) await cache.put(hex, result.data);
+    return result;
+  }
+}
+
 /** Adds a caller to a read in flight; the read is aborted when its last caller goes away. */
 function joinFlight(flight: InFlight, signal: AbortSignal, getOptions: GetOptions) {
   return new Promise<ChunkResult>((resolve, reject) => {
@@ -238,8 +284,10 @@ export function createChunkFetcher(options: {
   hasher: Hasher;
   cacheBytes: number;
   budget: MemoryBudget;
+  /** The verified disk cache (`cache:`), shared with the other processes of this `serve`. */
+  disk?: ChunkCache;
 }): ChunkFetcher {
-  const { budget, hasher } = options;
+  const { budget, hasher, disk } = options;
   const cache =
     options.cacheBytes > 0
       ? new LRUCache<string, CacheEntry>({
@@ -254,7 +302,33 @@ export function createChunkFetcher(options: {
   const running = new Map<string, number>();
   let sourceReads = 0;
   let cacheHits = 0;
+  let diskHits = 0;
   let shared = 0;
+
+  /** Reads the chunk from its sources into `lease` and hashes it; the lease stays the caller's. */
+  async function readSource(
+    session: SourceSession<ChunkedFile>,
+    index: number,
+    lease: ChunkLease,
+    signal: AbortSignal,
+  ): Promise<ReadResult> {
+    const file = session.file;
+    sourceReads++;
+    const { store, filled, extra, short } = await readChunkInto(session, index, lease, signal);
+    const hashed = await hasher.digest(lease.buffer.subarray(0, filled), { owned: true });
+    lease.adopt(hashed.data.buffer as ArrayBuffer);
+    const expected = file.chunks[index] ?? '';
+    return {
+      index,
+      data: hashed.data,
+      verified: !short && !extra && digestEquals(hashed.digest, expected),
+      actualHex: hashed.digest.toString('hex'),
+      short,
+      extra,
+      store,
+      lease,
+    };
+  }
 
   async function read(
     session: SourceSession<ChunkedFile>,
@@ -262,31 +336,21 @@ export function createChunkFetcher(options: {
     flight: InFlight,
   ): Promise<ReadResult> {
     const file = session.file;
+    const signal = flight.controller.signal;
     // One byte of room past the chunk: on the last chunk we ask for it to prove the object ends there.
-    const lease = await budget.leaseChunk(file.chunkSize + 1, { signal: flight.controller.signal });
+    const lease = await budget.leaseChunk(file.chunkSize + 1, { signal });
     flight.leased = true;
     for (const waiter of flight.waiters) clearTimeout(waiter.memoryTimer);
-    sourceReads++;
     try {
-      const { store, filled, extra, short } = await readChunkInto(
-        session,
-        index,
-        lease,
-        flight.controller.signal,
-      );
-      const hashed = await hasher.digest(lease.buffer.subarray(0, filled), { owned: true });
-      lease.adopt(hashed.data.buffer as ArrayBuffer);
-      const expected = file.chunks[index] ?? '';
-      return {
-        index,
-        data: hashed.data,
-        verified: !short && !extra && digestEquals(hashed.digest, expected),
-        actualHex: hashed.digest.toString('hex'),
-        short,
-        extra,
-        store,
-        lease,
-      };
+      const hex = file.chunks[index];
+      if (disk !== undefined && hex !== undefined && isSha256Hex(hex)) {
+        const hit = await readThroughDisk(disk, session, index, lease, signal, () =>
+          readSource(session, index, lease, signal),
+        );
+        if (hit.store === 'cache') diskHits++;
+        return hit;
+      }
+      return await readSource(session, index, lease, signal);
     } catch (error) {
       lease.release();
       throw error;
@@ -344,6 +408,6 @@ export function createChunkFetcher(options: {
       };
     },
     underPressure: () => budget.waiting() > 0,
-    stats: () => ({ sourceReads, cacheHits, shared, memory: budget.stats() }),
+    stats: () => ({ sourceReads, cacheHits, diskHits, shared, memory: budget.stats() }),
   };
 }

@@ -9,6 +9,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { type AdmissionListener, startConfiguredAdmission } from '../admission/listener.ts';
+import { type ChunkCache, createChunkCache } from '../cache/index.ts';
 import type { Catalog } from '../catalog/catalog.types.ts';
 import { type Clock, systemClock } from '../clock.ts';
 import type { ModelgateConfig, TlsConfig } from '../config/config.types.ts';
@@ -22,6 +23,7 @@ import { createStores, type StoreSet } from '../stores/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
 import { type AdminDeps, createAdminHandler, type ReadinessReport } from './admin.ts';
+import { createPrefetcher } from './prefetch.ts';
 import { buildTrustState, type SharedParts, type TrustState } from './trust-state.ts';
 
 /** Socket write buffer of the data listener: 1 MiB lets one write hand the kernel a large slice of a chunk. */
@@ -113,6 +115,24 @@ function createHasher(config: ModelgateConfig, metrics: Metrics, logger: Logger)
   });
 }
 
+/** The verified disk cache (`cache:`), hashed on the engine's hash workers; undefined when not configured. */
+async function openDiskCache(
+  config: ModelgateConfig,
+  hasher: Hasher,
+  metrics: Metrics,
+  logger: Logger,
+): Promise<ChunkCache | undefined> {
+  if (!config.cache) return undefined;
+  return createChunkCache({
+    dir: config.cache.dir,
+    maxBytes: config.cache.maxBytes,
+    metrics,
+    logger,
+    // Not owned: the bytes are the caller's chunk buffer, which must stay attached.
+    hash: async (bytes) => (await hasher.digest(bytes)).digest.toString('hex'),
+  });
+}
+
 /** The data listener with its header, request and idle timeouts. */
 function createDataServer(
   config: ModelgateConfig,
@@ -183,7 +203,16 @@ function reloadCertificate(data: Server, tls: TlsConfig, logger: Logger) {
 }
 
 /** Settings a SIGHUP cannot change in a running process (listeners, stores, the integrity engine). */
-const RESTART_ONLY = ['listen', 'admin', 'admission', 'stores', 'transfer', 'limits', 'workers'] as const;
+const RESTART_ONLY = [
+  'listen',
+  'admin',
+  'admission',
+  'stores',
+  'transfer',
+  'cache',
+  'limits',
+  'workers',
+] as const;
 
 /** Which restart-only sections differ between two configurations. */
 function restartOnlyChanges(before: ModelgateConfig, after: ModelgateConfig): string[] {
@@ -246,7 +275,13 @@ export async function createApp(options: AppOptions): Promise<App> {
       metrics.transferMemoryWaiting.set(waiting);
     },
   });
-  const fetcher = createChunkFetcher({ hasher, cacheBytes: config.transfer.chunkCacheBytes, budget });
+  const disk = await openDiskCache(config, hasher, metrics, logger);
+  const fetcher = createChunkFetcher({
+    hasher,
+    cacheBytes: config.transfer.chunkCacheBytes,
+    budget,
+    ...(disk ? { disk } : {}),
+  });
   let draining = false;
   const admission = createAdmission(config.limits.maxConcurrentTransfers);
   const shared: SharedParts = {
@@ -256,6 +291,18 @@ export async function createApp(options: AppOptions): Promise<App> {
     stores,
     fetcher,
     budget,
+    ...(disk && config.cache
+      ? {
+          prefetcher: createPrefetcher({
+            ...config.cache,
+            fetcher,
+            stores,
+            transfer: config.transfer,
+            metrics,
+            logger,
+          }),
+        }
+      : {}),
     admission,
     draining: () => draining,
   };
@@ -366,7 +413,7 @@ export async function createApp(options: AppOptions): Promise<App> {
         unwatchFile(tls.key, reloadTls);
       }
       state.stop();
-      await Promise.all([stores.close(), hasher.close()]);
+      await Promise.all([stores.close(), hasher.close(), disk?.close()]);
       return cut;
     },
   };
