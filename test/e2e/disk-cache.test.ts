@@ -9,6 +9,7 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { entryPath } from '../../src/cache/layout.ts';
+import { runCli } from '../fetch/run-cli.ts';
 import type { S3rverEmulator } from '../helpers/emulators.ts';
 import { startS3rver } from '../helpers/emulators.ts';
 import { type HttpFaultProxy, startHttpFaultProxy } from '../helpers/http-fault-proxy.ts';
@@ -106,6 +107,11 @@ describe('the verified disk cache behind serve', { timeout: 180_000 }, () => {
       method,
       headers: { authorization: `Bearer ${fixture.token}` },
     });
+  }
+
+  function prefetchArgs(proxy: ServeProcess, model: string, file: Published): string[] {
+    const ref = file.prefetchUrl.split('/releases/')[1]?.split('/')[0] ?? '';
+    return ['fetch', '--prefetch-only', '--proxy', proxy.dataUrl, '--model', model, '--release', ref];
   }
 
   function serveWithCache(extra: Record<string, unknown> = {}, args: string[] = []) {
@@ -206,7 +212,25 @@ describe('the verified disk cache behind serve', { timeout: 180_000 }, () => {
       }
     });
 
-    it('refuses prefetch with MG_CACHE_NOT_CONFIGURED when the proxy has no cache', async () => {
+    it('modelgate fetch --prefetch-only waits for done, exits 0, and the download then reads nothing from the source', async () => {
+      const file = await publish('cli', 2 * MiB);
+      const proxy = await serveWithCache();
+      try {
+        const run = await runCli(prefetchArgs(proxy, 'cli', file), {
+          env: { MODELGATE_TOKEN: fixture.token },
+        });
+        assert.equal(run.code, 0, run.stderr);
+        const last = run.events.at(-1);
+        assert.deepEqual(last, { event: 'prefetch', state: 'done', bytes: 2 * MiB, totalBytes: 2 * MiB });
+        assert.equal(originGets(file.key), 2);
+        await download(proxy, file);
+        assert.equal(originGets(file.key), 2, 'zero source reads after the prefetch');
+      } finally {
+        await proxy.stop();
+      }
+    });
+
+    it('refuses prefetch with MG_CACHE_NOT_CONFIGURED when the proxy has no cache (fetch exits 11)', async () => {
       const file = await publish('nocache', MiB);
       const config = await fixture.writeConfig('plain.yaml', { stores });
       const proxy = await startServeProcess(['--config', config]);
@@ -217,6 +241,11 @@ describe('the verified disk cache behind serve', { timeout: 180_000 }, () => {
           ((await res.json()) as { error: { code: string } }).error.code,
           'MG_CACHE_NOT_CONFIGURED',
         );
+        const run = await runCli(prefetchArgs(proxy, 'nocache', file), {
+          env: { MODELGATE_TOKEN: fixture.token },
+        });
+        assert.equal(run.code, 11);
+        assert.match(run.stderr, /MG_CACHE_NOT_CONFIGURED/);
       } finally {
         await proxy.stop();
       }
