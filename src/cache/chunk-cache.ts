@@ -36,8 +36,16 @@ export interface ChunkCache {
    * The verified bytes of `hex` (a lowercase SHA-256), or undefined on a miss
    * (also after a corrupt entry was deleted). `target`, when given, receives
    * the bytes (at least `size` long) and the result is its first `size` bytes.
+   * A `CacheTarget` (memory the caller owns outright, e.g. a chunk lease) may
+   * be hashed on another thread by transfer: it gets its memory back through
+   * `adopt` before `get` settles, hit or miss.
    */
-  get(hex: string, size: number, signal: AbortSignal, target?: Uint8Array): Promise<Uint8Array | undefined>;
+  get(
+    hex: string,
+    size: number,
+    signal: AbortSignal,
+    target?: Uint8Array | CacheTarget,
+  ): Promise<Uint8Array | undefined>;
   /**
    * Stores bytes whose SHA-256 the caller has verified to be `hex`. Best
    * effort: a full disk or any other failure is logged, never thrown.
@@ -65,21 +73,37 @@ export interface ChunkCache {
   close(): Promise<void>;
 }
 
+/** Memory lent to `get` that a hash worker may take by transfer and hand back through `adopt`. */
+export interface CacheTarget {
+  readonly buffer: Uint8Array;
+  adopt(buffer: ArrayBuffer): void;
+}
+
+/** A SHA-256 as lowercase hex, and the bytes to use from then on (a new view after a transfer). */
+export interface CacheHash {
+  hex: string;
+  bytes: Uint8Array;
+}
+
 export interface ChunkCacheOptions {
   dir: string;
   maxBytes: number;
   metrics?: Pick<Metrics, 'cacheBytes' | 'cacheRequests'>;
   logger?: Logger;
-  /** SHA-256 as lowercase hex (default: node:crypto on this thread; the engine may pass its hash workers). */
-  hash?: (bytes: Uint8Array) => Promise<string> | string;
+  /**
+   * SHA-256 of `bytes` (default: node:crypto on this thread; the engine passes
+   * its hash workers). `owned`: no other view of `bytes.buffer` is in use, so
+   * it may be transferred to a worker; the answer then holds the new view.
+   */
+  hash?: (bytes: Uint8Array, options: { owned: boolean }) => Promise<CacheHash> | CacheHash;
   /** A claim or temp file untouched this long is abandoned (default 30 s). */
   staleMs?: number;
   /** First poll interval of a waiting claim (default 10 ms). */
   pollMs?: number;
 }
 
-function hashInline(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
+function hashInline(bytes: Uint8Array): CacheHash {
+  return { hex: createHash('sha256').update(bytes).digest('hex'), bytes };
 }
 
 function errnoOf(error: unknown): string | undefined {
@@ -224,11 +248,12 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
     async get(hex, size, signal, target) {
       if (!isHexDigest(hex)) return undefined;
       signal.throwIfAborted();
-      const buffer = target ?? Buffer.allocUnsafe(size);
+      const lent = target instanceof Uint8Array ? undefined : target;
+      // Its own ArrayBuffer (not Node's shared pool), so a hash worker may take it by transfer.
+      const buffer = target instanceof Uint8Array ? target : (lent?.buffer ?? Buffer.allocUnsafeSlow(size));
       if (buffer.length < size) throw new RangeError('cache target is smaller than the chunk');
-      const bytes = buffer.subarray(0, size);
       const path = entryPath(dir, hex);
-      const read = await readExactly(path, size, bytes);
+      const read = await readExactly(path, size, buffer.subarray(0, size));
       if (read === 'missing') {
         if (lru.delete(hex)) report();
         count('miss');
@@ -239,13 +264,15 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
         return undefined;
       }
       signal.throwIfAborted();
-      if ((await hash(bytes)) !== hex) {
+      const hashed = await hash(buffer.subarray(0, size), { owned: !(target instanceof Uint8Array) });
+      lent?.adopt(hashed.bytes.buffer as ArrayBuffer);
+      if (hashed.hex !== hex) {
         await discard(hex, 'sha256');
         return undefined;
       }
       markUsed(hex, size, path);
       count('hit');
-      return bytes;
+      return hashed.bytes;
     },
 
     put(hex, bytes) {

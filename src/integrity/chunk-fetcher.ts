@@ -218,7 +218,8 @@ async function readThroughDisk(
   const hex = file.chunks[index] ?? '';
   const length = Math.min(file.chunkSize, file.size - index * file.chunkSize);
   for (;;) {
-    const data = await cache.get(hex, length, signal, lease.buffer);
+    // The lease lends its memory: a hash worker may take it by transfer and hand it back to the lease.
+    const data = await cache.get(hex, length, signal, lease);
     if (data !== undefined) {
       return {
         index,

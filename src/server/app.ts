@@ -128,8 +128,10 @@ async function openDiskCache(
     maxBytes: config.cache.maxBytes,
     metrics,
     logger,
-    // Not owned: the bytes are the caller's chunk buffer, which must stay attached.
-    hash: async (bytes) => (await hasher.digest(bytes)).digest.toString('hex'),
+    hash: async (bytes, { owned }) => {
+      const hashed = await hasher.digest(bytes, { owned });
+      return { hex: hashed.digest.toString('hex'), bytes: hashed.data };
+    },
   });
 }
 
