@@ -226,19 +226,27 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
   async function publish(hex: string, size: number, write: (temp: string) => Promise<void>): Promise<void> {
     if (lru.touch(hex, Date.now())) return;
     const temp = tempPath(dir, hex, randomBytes(6).toString('hex'));
+    const entry = entryPath(dir, hex);
     try {
       await mkdir(entryFolder(dir, hex), { recursive: true });
       await write(temp);
-      await rename(temp, entryPath(dir, hex));
+      // Counted and room made before it becomes visible: concurrent writes make room for each other,
+      // so the directory does not go over maxBytes while they land (as this process sees it).
+      lru.set(hex, size, Date.now());
+      await evict().catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
+      await rename(temp, entry);
     } catch (error) {
       await unlink(temp).catch(() => undefined);
+      if (lru.delete(hex)) report();
       logger?.warn({ digest: hex, err: error }, 'cache: write failed; served without caching');
       return;
     }
-    lru.set(hex, size, Date.now());
+    // Evicted while it was being written (more was landing at once than fits): it does not stay.
+    if (!lru.has(hex)) await unlink(entry).catch(() => undefined);
     writtenSinceScan += size;
-    const settle = writtenSinceScan >= rescanAfterBytes ? rescan() : evict();
-    await settle.catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
+    if (writtenSinceScan >= rescanAfterBytes) {
+      await rescan().catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
+    }
   }
 
   await mkdir(dir, { recursive: true });

@@ -97,6 +97,8 @@ export interface ChunkFetcher {
    * transfers rather than to deeper windows.
    */
   underPressure(): boolean;
+  /** Resolves once every disk cache write started so far is done (shutdown, a finished prefetch). */
+  flush(): Promise<void>;
   stats(): {
     sourceReads: number;
     cacheHits: number;
@@ -115,6 +117,13 @@ interface ReadResult {
   extra: boolean;
   store: ChunkOrigin;
   lease: ChunkLease;
+}
+
+/** A finished read, and the disk cache write that follows it once the waiters have the chunk. */
+interface Read {
+  result: ReadResult;
+  /** Writes the verified chunk to the disk cache, then lets the claim go (off the response path). */
+  publish?: () => Promise<void>;
 }
 
 /** Wraps a read result with a reference count; the lease is released (or discarded) when it reaches zero. */
@@ -202,9 +211,10 @@ async function readChunkInto(
 /**
  * Read-through the disk cache (SPEC §11): a verified hit is served as is (the
  * cache hashed it again); on a miss one process (the claim's owner) reads the
- * source while the others wait and look again. The owner publishes the chunk
- * only after it verified, and before it lets the claim go, so waiters find
- * it. The lease is held until the write is done: the entry is written from it.
+ * source while the others wait and look again. The owner's `publish` writes
+ * the chunk (only a verified one) and only then lets the claim go, so the
+ * waiting processes find it; the caller runs it after handing the chunk to
+ * its own waiters, holding a reference so the memory stays until written.
  */
 async function readThroughDisk(
   cache: ChunkCache,
@@ -213,7 +223,7 @@ async function readThroughDisk(
   lease: ChunkLease,
   signal: AbortSignal,
   readSource: () => Promise<ReadResult>,
-): Promise<ReadResult> {
+): Promise<Read> {
   const file = session.file;
   const hex = file.chunks[index] ?? '';
   const length = Math.min(file.chunkSize, file.size - index * file.chunkSize);
@@ -222,21 +232,35 @@ async function readThroughDisk(
     const data = await cache.get(hex, length, signal, lease);
     if (data !== undefined) {
       return {
-        index,
-        data,
-        verified: true,
-        actualHex: hex,
-        short: false,
-        extra: false,
-        store: 'cache',
-        lease,
+        result: {
+          index,
+          data,
+          verified: true,
+          actualHex: hex,
+          short: false,
+          extra: false,
+          store: 'cache',
+          lease,
+        },
       };
     }
-    await using claim = await cache.claim(hex, signal);
+    const claim = await cache.claim(hex, signal);
     if (!claim.owner) continue;
-    const result = await readSource();
-    if (result.verified) await cache.put(hex, result.data);
-    return result;
+    let result: ReadResult;
+    try {
+      result = await readSource();
+    } catch (error) {
+      await claim.release();
+      throw error;
+    }
+    const publish = async () => {
+      try {
+        if (result.verified) await cache.put(hex, result.data);
+      } finally {
+        await claim.release();
+      }
+    };
+    return { result, publish };
   }
 }
 
@@ -300,6 +324,8 @@ export function createChunkFetcher(options: {
   // The cache only saves source reads: under memory pressure it gives its references up first.
   if (cache) budget.onPressure(() => cache.clear());
   const inflight = new Map<string, InFlight>();
+  /** Disk cache writes under way (after their chunks were handed out). */
+  const writes = new Set<Promise<void>>();
   const running = new Map<string, number>();
   let sourceReads = 0;
   let cacheHits = 0;
@@ -331,11 +357,7 @@ export function createChunkFetcher(options: {
     };
   }
 
-  async function read(
-    session: SourceSession<ChunkedFile>,
-    index: number,
-    flight: InFlight,
-  ): Promise<ReadResult> {
+  async function read(session: SourceSession<ChunkedFile>, index: number, flight: InFlight): Promise<Read> {
     const file = session.file;
     const signal = flight.controller.signal;
     // One byte of room past the chunk: on the last chunk we ask for it to prove the object ends there.
@@ -345,13 +367,13 @@ export function createChunkFetcher(options: {
     try {
       const hex = file.chunks[index];
       if (disk !== undefined && hex !== undefined && isSha256Hex(hex)) {
-        const hit = await readThroughDisk(disk, session, index, lease, signal, () =>
+        const done = await readThroughDisk(disk, session, index, lease, signal, () =>
           readSource(session, index, lease, signal),
         );
-        if (hit.store === 'cache') diskHits++;
-        return hit;
+        if (done.result.store === 'cache') diskHits++;
+        return done;
       }
-      return await readSource(session, index, lease, signal);
+      return { result: await readSource(session, index, lease, signal) };
     } catch (error) {
       lease.release();
       throw error;
@@ -363,15 +385,27 @@ export function createChunkFetcher(options: {
     inflight.set(key, flight);
     const fileDigest = session.file.digest;
     read(session, index, flight).then(
-      (result) => {
+      ({ result, publish }) => {
         inflight.delete(key);
         const chunk = counted(result);
+        // The disk write reads the chunk's memory: it holds a reference until the entry is written.
+        const writing = publish && chunk.retain();
         const cacheIt = result.verified && cache !== undefined && (running.get(fileDigest) ?? 0) > 1;
         // Every waiter still attached gets its own reference, the cache one more.
         if (cacheIt) cache.set(cacheKey, { chunk, handle: chunk.retain() });
         const waiters = [...flight.waiters];
         if (waiters.length === 0 && !cacheIt) chunk.retain().release();
         for (const waiter of waiters) waiter.resolve(chunk.retain());
+        // Best effort like every cache write (the cache logs its failures); clients already have the bytes.
+        if (publish) {
+          const write = publish()
+            .catch(() => undefined)
+            .finally(() => {
+              writing?.release();
+              writes.delete(write);
+            });
+          writes.add(write);
+        }
       },
       (error: unknown) => {
         inflight.delete(key);
@@ -409,6 +443,9 @@ export function createChunkFetcher(options: {
       };
     },
     underPressure: () => budget.waiting() > 0,
+    async flush() {
+      while (writes.size > 0) await Promise.all([...writes]);
+    },
     stats: () => ({ sourceReads, cacheHits, diskHits, shared, memory: budget.stats() }),
   };
 }

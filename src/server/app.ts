@@ -17,7 +17,7 @@ import { ConfigError, loadConfig } from '../config/load.ts';
 import type { Authenticator } from '../identity/authenticator.types.ts';
 import { type ChunkFetcher, createChunkFetcher } from '../integrity/chunk-fetcher.ts';
 import { createInlineHasher, createWorkerHasher, type Hasher } from '../integrity/hasher.ts';
-import { createMemoryBudget } from '../integrity/memory-budget.ts';
+import { createMemoryBudget, type MemoryBudget } from '../integrity/memory-budget.ts';
 import type { EnvironmentPolicy } from '../policy/policy.types.ts';
 import { createStores, type StoreSet } from '../stores/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -133,6 +133,33 @@ async function openDiskCache(
       return { hex: hashed.digest.toString('hex'), bytes: hashed.data };
     },
   });
+}
+
+/** The chunk fetcher over the disk cache (`cache:`), and the prefetcher that warms it. */
+async function createReadPath(
+  config: ModelgateConfig,
+  parts: { hasher: Hasher; budget: MemoryBudget; stores: StoreSet; metrics: Metrics; logger: Logger },
+) {
+  const { hasher, budget, stores, metrics, logger } = parts;
+  const disk = await openDiskCache(config, hasher, metrics, logger);
+  const fetcher = createChunkFetcher({
+    hasher,
+    cacheBytes: config.transfer.chunkCacheBytes,
+    budget,
+    ...(disk ? { disk } : {}),
+  });
+  const prefetcher =
+    disk && config.cache
+      ? createPrefetcher({
+          dir: config.cache.dir,
+          fetcher,
+          stores,
+          transfer: config.transfer,
+          metrics,
+          logger,
+        })
+      : undefined;
+  return { disk, fetcher, prefetcher };
 }
 
 /** The data listener with its header, request and idle timeouts. */
@@ -277,12 +304,12 @@ export async function createApp(options: AppOptions): Promise<App> {
       metrics.transferMemoryWaiting.set(waiting);
     },
   });
-  const disk = await openDiskCache(config, hasher, metrics, logger);
-  const fetcher = createChunkFetcher({
+  const { disk, fetcher, prefetcher } = await createReadPath(config, {
     hasher,
-    cacheBytes: config.transfer.chunkCacheBytes,
     budget,
-    ...(disk ? { disk } : {}),
+    stores,
+    metrics,
+    logger,
   });
   let draining = false;
   const admission = createAdmission(config.limits.maxConcurrentTransfers);
@@ -293,18 +320,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     stores,
     fetcher,
     budget,
-    ...(disk && config.cache
-      ? {
-          prefetcher: createPrefetcher({
-            ...config.cache,
-            fetcher,
-            stores,
-            transfer: config.transfer,
-            metrics,
-            logger,
-          }),
-        }
-      : {}),
+    ...(prefetcher ? { prefetcher } : {}),
     admission,
     draining: () => draining,
   };
@@ -415,6 +431,8 @@ export async function createApp(options: AppOptions): Promise<App> {
         unwatchFile(tls.key, reloadTls);
       }
       state.stop();
+      // Chunks already sent may still be on their way to the disk cache: finish them (and their claims) first.
+      await fetcher.flush();
       await Promise.all([stores.close(), hasher.close(), disk?.close()]);
       return cut;
     },

@@ -116,6 +116,8 @@ export function createPrefetcher(deps: PrefetchDeps): Prefetcher {
     const started = performance.now();
     try {
       await warm(release, status);
+      // Done means on disk: the last chunks' writes run after they were handed out.
+      await deps.fetcher.flush();
       status.state = 'done';
       deps.logger.info(
         {

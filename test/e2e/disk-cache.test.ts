@@ -45,7 +45,8 @@ async function entryBytes(dir: string): Promise<number> {
   const files = await readdir(join(dir, 'sha256'), { recursive: true, withFileTypes: true }).catch(() => []);
   for (const file of files) {
     if (file.isFile() && /^[0-9a-f]{64}$/.test(file.name)) {
-      total += (await stat(join(file.parentPath, file.name))).size;
+      // An entry evicted between the listing and this stat no longer counts.
+      total += (await stat(join(file.parentPath, file.name)).catch(() => undefined))?.size ?? 0;
     }
   }
   return total;
