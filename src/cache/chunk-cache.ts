@@ -176,6 +176,8 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
   const hash = options.hash ?? hashInline;
   const rescanAfterBytes = Math.max(1, Math.floor(maxBytes / 16));
   const lru = new ByteLru();
+  /** Entries being written by this process (counted, not yet visible): never evicted, never dropped as missing. */
+  const pending = new Map<string, number>();
   const claims = createClaims({ dir, staleMs, pollMs: options.pollMs ?? 10 });
   let writtenSinceScan = 0;
 
@@ -185,6 +187,7 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
   /** Deletes least-recently-used entries until this process's view is within maxBytes. */
   async function evict(): Promise<void> {
     for (const [hex, entry] of lru.victims(maxBytes)) {
+      if (pending.has(hex)) continue;
       const path = entryPath(dir, hex);
       const info = await stat(path).catch(() => undefined);
       if (info !== undefined && info.mtimeMs > entry.usedAt + 1) {
@@ -201,6 +204,7 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
     writtenSinceScan = 0;
     const { entries, sweptTemps } = await scanCache(dir, staleMs, Date.now());
     lru.reset(entries);
+    for (const [hex, size] of pending) lru.set(hex, size, Date.now());
     if (sweptTemps > 0) logger?.info({ dir, sweptTemps }, 'cache: removed temp files of interrupted writes');
     await evict();
   });
@@ -232,17 +236,18 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
       await write(temp);
       // Counted and room made before it becomes visible: concurrent writes make room for each other,
       // so the directory does not go over maxBytes while they land (as this process sees it).
+      pending.set(hex, size);
       lru.set(hex, size, Date.now());
       await evict().catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
       await rename(temp, entry);
     } catch (error) {
       await unlink(temp).catch(() => undefined);
-      if (lru.delete(hex)) report();
+      if (pending.delete(hex) && lru.delete(hex)) report();
       logger?.warn({ digest: hex, err: error }, 'cache: write failed; served without caching');
       return;
+    } finally {
+      pending.delete(hex);
     }
-    // Evicted while it was being written (more was landing at once than fits): it does not stay.
-    if (!lru.has(hex)) await unlink(entry).catch(() => undefined);
     writtenSinceScan += size;
     if (writtenSinceScan >= rescanAfterBytes) {
       await rescan().catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
@@ -263,7 +268,7 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
       const path = entryPath(dir, hex);
       const read = await readExactly(path, size, buffer.subarray(0, size));
       if (read === 'missing') {
-        if (lru.delete(hex)) report();
+        if (!pending.has(hex) && lru.delete(hex)) report();
         count('miss');
         return undefined;
       }
@@ -301,7 +306,7 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
       const path = entryPath(dir, hex);
       const info = await stat(path).catch(() => undefined);
       if (info === undefined) {
-        if (lru.delete(hex)) report();
+        if (!pending.has(hex) && lru.delete(hex)) report();
         count('miss');
         return undefined;
       }
