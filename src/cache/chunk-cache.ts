@@ -146,6 +146,10 @@ async function hashFile(path: string, signal: AbortSignal): Promise<string> {
   return hash.digest('hex');
 }
 
+async function fileExists(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined)) !== undefined;
+}
+
 async function copyDurably(from: string, to: string): Promise<void> {
   await copyFile(from, to);
   const handle = await open(to, 'r+');
@@ -326,11 +330,7 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
     claim(hex, signal) {
       if (!isHexDigest(hex))
         return Promise.reject(new TypeError('cache claim needs a lowercase SHA-256 hex digest'));
-      return claims.claim(
-        hex,
-        signal,
-        async () => (await stat(entryPath(dir, hex)).catch(() => undefined)) !== undefined,
-      );
+      return claims.claim(hex, signal, () => fileExists(entryPath(dir, hex)));
     },
 
     bytes: () => lru.total,
