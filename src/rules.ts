@@ -18,6 +18,16 @@ export const VERSION_PATTERN = '^[A-Za-z0-9._+-]+$';
 export const MAX_VERSION_LENGTH = 128;
 const VERSION_RE = new RegExp(VERSION_PATTERN);
 
+/** An environment name: 1–63 of `[a-z0-9-]`. */
+export const ENVIRONMENT_PATTERN = '^[a-z0-9-]+$';
+export const MAX_ENVIRONMENT_LENGTH = 63;
+const ENVIRONMENT_RE = new RegExp(ENVIRONMENT_PATTERN);
+
+/** True when `name` is an environment name (1–63 of `[a-z0-9-]`). */
+export function isValidEnvironment(name: string): boolean {
+  return name.length > 0 && name.length <= MAX_ENVIRONMENT_LENGTH && ENVIRONMENT_RE.test(name);
+}
+
 /** `sha256:` + 64 lowercase hex digits: a file digest or a release digest. */
 export const DIGEST_PATTERN = '^sha256:[0-9a-f]{64}$';
 /** 64 lowercase hex digits: a chunk digest. */

@@ -14,7 +14,13 @@ export interface RejectedFile {
  * logs each conflict once, logs releases added and removed, and sets the
  * per-environment release gauge. Remembers only what it already reported.
  */
-export function createCatalogReporter(logger: Logger, metrics: Metrics) {
+export function createCatalogReporter(logger: Logger, metrics: Metrics, quiet = false) {
+  // With `serve --workers N` every worker scans the same folder: one of them says so at info/warn,
+  // the others only at debug, so an operator reads each change once.
+  const warn = (fields: object, message: string) =>
+    quiet ? logger.debug(fields, message) : logger.warn(fields, message);
+  const info = (fields: object, message: string) =>
+    quiet ? logger.debug(fields, message) : logger.info(fields, message);
   const countedRejections = new Set<string>();
   const loggedConflicts = new Set<string>();
 
@@ -31,7 +37,7 @@ export function createCatalogReporter(logger: Logger, metrics: Metrics) {
       if (countedRejections.has(key)) continue;
       countedRejections.add(key);
       metrics.catalogRejected.inc({ reason: rejection.reason });
-      logger.warn(
+      warn(
         { file: rejection.file, reason: rejection.reason, message: rejection.message },
         'catalog file rejected',
       );
@@ -47,7 +53,7 @@ export function createCatalogReporter(logger: Logger, metrics: Metrics) {
       current.add(key);
       if (loggedConflicts.has(key)) continue;
       loggedConflicts.add(key);
-      logger.warn(
+      warn(
         { model: conflict.model, version: conflict.version, files: conflict.files, digests },
         'different manifests claim the same model and version; that version answers 409 until one is removed',
       );
@@ -70,14 +76,14 @@ export function createCatalogReporter(logger: Logger, metrics: Metrics) {
         file: release.sourceFile,
       };
       if (release.trust === 'untrusted_signer') {
-        logger.warn(fields, 'release loaded, but its signer is not trusted for its environment');
+        warn(fields, 'release loaded, but its signer is not trusted for its environment');
       } else {
-        logger.info(fields, 'release loaded');
+        info(fields, 'release loaded');
       }
     }
     for (const release of previous.all) {
       if (next.byDigest.has(release.digest)) continue;
-      logger.info(
+      info(
         { model: release.model, version: release.version, digest: release.digest, file: release.sourceFile },
         'release removed',
       );

@@ -30,6 +30,8 @@ export interface CreateCatalogOptions {
   attestors?: readonly SignerSpec[];
   /** Called after every scan (policy gauges that depend on the catalog). */
   onScan?: () => void;
+  /** Log changes at debug only (every worker but one of `serve --workers N`). */
+  quiet?: boolean;
   logger: Logger;
   metrics: Metrics;
   clock?: Clock;
@@ -56,6 +58,7 @@ export function createCatalog(options: CreateCatalogOptions): Catalog {
   let index: CatalogIndex = EMPTY_INDEX;
   let lastReport: CatalogReport = { loaded: 0, rejected: [], conflicts: [] };
   let loaded = false;
+  let lastRejected = -1;
   let started = false;
 
   const verifier = createReleaseVerifier({
@@ -64,7 +67,7 @@ export function createCatalog(options: CreateCatalogOptions): Catalog {
     baseDir: options.baseDir ?? process.cwd(),
   });
   const loader = createCatalogLoader((path, bytes) => verifier.verify(path, bytes, new Date(clock())));
-  const reporter = createCatalogReporter(log, options.metrics);
+  const reporter = createCatalogReporter(log, options.metrics, options.quiet);
 
   let attestationVerifier: EnvelopeVerifier | undefined;
   let attestations = indexAttestations([]);
@@ -139,16 +142,21 @@ export function createCatalog(options: CreateCatalogOptions): Catalog {
     reporter.report({ previous, next, rejections, conflicts });
     lastReport = { loaded: next.all.length, rejected: rejections.map((r) => r.rejection), conflicts };
     options.onScan?.();
-    log.debug(
-      {
-        dir: config.dir,
-        releases: next.all.length,
-        rejected: rejections.length,
-        conflicts: conflicts.length,
-        durationMs: clock() - startedAt,
-      },
-      'catalog scanned',
-    );
+    const changed =
+      previous.all.length !== next.all.length ||
+      next.all.some((release) => !previous.byDigest.has(release.digest)) ||
+      rejections.length !== lastRejected;
+    lastRejected = rejections.length;
+    const summary = {
+      dir: config.dir,
+      releases: next.all.length,
+      rejected: rejections.length,
+      conflicts: conflicts.length,
+      durationMs: clock() - startedAt,
+    };
+    // One summary line per scan that changed something (at debug otherwise, and in quiet workers).
+    if (changed && !options.quiet) log.info(summary, 'catalog scanned');
+    else log.debug(summary, 'catalog scanned');
     return lastReport;
   }
 

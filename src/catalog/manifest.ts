@@ -1,12 +1,14 @@
 import { Ajv } from 'ajv';
 import {
   DIGEST_PATTERN,
+  ENVIRONMENT_PATTERN,
   HEX_PATTERN,
   isValidDigest,
   isValidFilePath,
   isValidModelName,
   isValidVersion,
   MAX_CHUNK_SIZE,
+  MAX_ENVIRONMENT_LENGTH,
   MAX_MODEL_LENGTH,
   MAX_VERSION_LENGTH,
   MIN_CHUNK_SIZE,
@@ -39,8 +41,6 @@ export class ManifestError extends Error {
 export const MANIFEST_SCHEMA = 'modelgate/release/v1';
 export { isValidDigest, isValidFilePath, isValidModelName, isValidVersion, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE };
 
-const ENVIRONMENT_PATTERN = '^[a-z0-9-]+$';
-const MAX_ENVIRONMENT_LENGTH = 63;
 /** RFC 3339 §5.6 `date-time`; field ranges are checked in code. */
 const RFC3339_RE =
   /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))$/;

@@ -24,6 +24,7 @@ import {
   signManifest,
 } from '../catalog/signature.ts';
 import { loadSigningKeyFile, writeFileAtomic } from '../keys.ts';
+import { isValidEnvironment } from '../rules.ts';
 import { signReleaseBundle } from '../trust/release-bundle.ts';
 import { type Command, EXIT } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
@@ -187,7 +188,7 @@ export function checkUsage(parsed: ReturnType<typeof parse>): SignOptions | stri
   }
   if (!isValidVersion(version))
     return `--version must be 1 to 128 characters of [A-Za-z0-9._+-], got "${version}"`;
-  if (!/^[a-z0-9-]{1,63}$/.test(environment)) {
+  if (!isValidEnvironment(environment)) {
     return `--environment must be 1 to 63 characters of [a-z0-9-], got "${environment}"`;
   }
   const chunkSize = parsed['chunk-size'] === undefined ? DEFAULT_CHUNK_SIZE : parseSize(parsed['chunk-size']);

@@ -1,12 +1,9 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { isSha256Hex, isValidChunkSize, isValidDigest, isValidFilePath, isValidModelName } from '../rules.ts';
 import { FetchError } from './fetch-error.ts';
 
-/** docs/releases.md: lowercase segments joined by `/`, at most 255 characters. */
-const MODEL_PATTERN = /^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(\/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$/;
-const DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/;
-const HEX_PATTERN = /^[0-9a-f]{64}$/;
-const MIN_CHUNK_SIZE = 1024 * 1024;
-const MAX_CHUNK_SIZE = 1024 * 1024 * 1024;
+// The naming and digest rules are the proxy's own (src/rules.ts): client and server cannot disagree.
+export { sameDigest } from '../rules.ts';
 
 /**
  * Names the client keeps for itself inside DEST. A manifest may not claim
@@ -35,11 +32,11 @@ export interface FetchManifest {
 }
 
 export function isModelName(model: string): boolean {
-  return model.length <= 255 && MODEL_PATTERN.test(model);
+  return isValidModelName(model);
 }
 
 export function isDigest(value: string): boolean {
-  return DIGEST_PATTERN.test(value);
+  return isValidDigest(value);
 }
 
 /** A version or a release digest, as the proxy accepts in `{ref}`. */
@@ -53,13 +50,6 @@ export function sha256Digest(bytes: Uint8Array): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
-/** Compares two `sha256:<hex>` (or bare hex) digests in constant time. */
-export function sameDigest(a: string, b: string): boolean {
-  const left = Buffer.from(a.replace(/^sha256:/, ''), 'hex');
-  const right = Buffer.from(b.replace(/^sha256:/, ''), 'hex');
-  return left.length === 32 && right.length === 32 && timingSafeEqual(left, right);
-}
-
 /**
  * docs/releases.md path rules: relative, `/`-separated, no empty, `.` or `..`
  * segment, no backslash, no NUL. The manifest is signed, but the client
@@ -67,11 +57,8 @@ export function sameDigest(a: string, b: string): boolean {
  * signer or proxy must not write outside DEST).
  */
 export function isSafeManifestPath(path: string): boolean {
-  if (path === '' || path.length > 4096 || path.includes('\\') || path.includes('\0')) return false;
-  if (path.startsWith('/')) return false;
-  const segments = path.split('/');
-  if (segments.some((s) => s === '' || s === '.' || s === '..')) return false;
-  const first = segments[0];
+  if (!isValidFilePath(path)) return false;
+  const [first] = path.split('/');
   return first !== RELEASE_RECORD_NAME && first !== TEMP_DIR_NAME;
 }
 
@@ -99,16 +86,10 @@ function parseFile(value: unknown, index: number): FetchFile {
   }
   const file: FetchFile = { path, size, digest };
   if (chunks === undefined) return file;
-  if (
-    typeof chunkSize !== 'number' ||
-    !Number.isSafeInteger(chunkSize) ||
-    chunkSize < MIN_CHUNK_SIZE ||
-    chunkSize > MAX_CHUNK_SIZE ||
-    (chunkSize & (chunkSize - 1)) !== 0
-  ) {
+  if (typeof chunkSize !== 'number' || !isValidChunkSize(chunkSize)) {
     throw bad(`${at}.chunkSize must be a power of two from 1 MiB to 1 GiB, got ${JSON.stringify(chunkSize)}`);
   }
-  if (!Array.isArray(chunks) || !chunks.every((c) => typeof c === 'string' && HEX_PATTERN.test(c))) {
+  if (!Array.isArray(chunks) || !chunks.every((c) => typeof c === 'string' && isSha256Hex(c))) {
     throw bad(`${at}.chunks must be a list of 64-hex digests`);
   }
   const expected = Math.ceil(size / chunkSize);

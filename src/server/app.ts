@@ -38,6 +38,8 @@ export interface AppOptions {
   metricsText?: AdminDeps['metricsText'];
   /** False in `serve --workers N` workers: the primary process serves the admin listener for all of them. */
   adminListener?: boolean;
+  /** True in all workers but the first: catalog changes are logged once, not once per worker. */
+  quietCatalog?: boolean;
 }
 
 /** What a SIGHUP reload did. */
@@ -323,6 +325,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     ...(prefetcher ? { prefetcher } : {}),
     admission,
     draining: () => draining,
+    quietCatalog: options.quietCatalog ?? false,
   };
   // Swapped whole by reloadConfig(); each request reads it once, when it arrives.
   let state = await buildTrustState(config, shared);

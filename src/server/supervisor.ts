@@ -175,7 +175,7 @@ export class WorkerSupervisor {
   }
 
   #fork(slot: Slot): void {
-    const worker = cluster.fork();
+    const worker = cluster.fork({ MODELGATE_WORKER_SLOT: String(slot.index) });
     slot.worker = worker;
     slot.state = 'starting';
     slot.readyAt = undefined;

@@ -33,6 +33,8 @@ export interface SharedParts {
   prefetcher?: Prefetcher;
   admission: { tryAcquire(): boolean; release(): void };
   draining(): boolean;
+  /** Catalog changes at debug only (all workers of `serve --workers N` but the first). */
+  quietCatalog?: boolean;
 }
 
 /**
@@ -68,6 +70,7 @@ export async function buildTrustState(config: ModelgateConfig, shared: SharedPar
     attestors: config.attestors.map(toSignerSpec),
     baseDir: dirname(config.source),
     onScan: () => gate?.refresh(),
+    quiet: shared.quietCatalog ?? false,
     logger,
     metrics,
     clock,

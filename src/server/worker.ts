@@ -49,7 +49,9 @@ async function startWorker(argv: string[]): Promise<Started> {
   }
   const logger = createLogger({ level: config.logging.level });
   try {
-    const app = await createApp({ config, logger, adminListener: false });
+    // The primary numbers its worker slots from 1 (supervisor.ts): slot 1 speaks for the catalog.
+    const quietCatalog = process.env.MODELGATE_WORKER_SLOT !== '1';
+    const app = await createApp({ config, logger, adminListener: false, quietCatalog });
     const { dataUrl } = await app.start();
     return { ok: true, config, logger, app, dataUrl };
   } catch (error) {
