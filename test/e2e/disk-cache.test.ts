@@ -267,6 +267,43 @@ describe('the verified disk cache behind serve', { timeout: 180_000 }, () => {
     });
   });
 
+  describe('when the proxy is killed with SIGKILL while it fills the cache', () => {
+    it('leaves only complete entries: the next process serves the file and every entry matches its name', async () => {
+      const file = await publish('killed', 16 * MiB);
+      const config = await fixture.writeConfig('killed.yaml', {
+        stores,
+        cache: { dir: 'killed-cache', maxBytes: 64 * MiB },
+      });
+      const dir = join(fixture.dir, 'killed-cache');
+      let proxy = await startServeProcess(['--config', config]);
+      const reading = fetch(`${proxy.dataUrl}${file.url}`, {
+        headers: { authorization: `Bearer ${fixture.token}` },
+      }).then((res) => res.arrayBuffer());
+      reading.catch(() => undefined);
+      // Kill as soon as the first entry is on disk: later chunks are being read and written.
+      const deadline = Date.now() + 30_000;
+      while ((await entryBytes(dir)) === 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      await proxy.stop('SIGKILL');
+      proxy = await startServeProcess(['--config', config]);
+      try {
+        await download(proxy, file);
+        const names = await readdir(join(dir, 'sha256'), { recursive: true, withFileTypes: true });
+        const files = names.filter((entry) => entry.isFile());
+        assert.ok(files.length > 0);
+        for (const entry of files) {
+          assert.match(entry.name, /^[0-9a-f]{64}$/, `only entries remain, not ${entry.name}`);
+          const bytes = await readFile(join(entry.parentPath, entry.name));
+          assert.equal(createHash('sha256').update(bytes).digest('hex'), entry.name);
+        }
+        assert.equal(await metric(proxy, 'modelgate_cache_requests_total', { result: 'corrupt' }), 0);
+      } finally {
+        await proxy.stop();
+      }
+    });
+  });
+
   describe('when a stream of distinct releases passes through a small cache', () => {
     it('keeps the entries within maxBytes', async () => {
       const maxBytes = 3 * MiB;
