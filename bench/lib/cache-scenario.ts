@@ -182,7 +182,13 @@ async function runFleet(ctx: BenchContext): Promise<void> {
   const caches = Array.from({ length: FLEET_PROXIES }, () => newCache(ctx));
   const proxies: MeasuredProxy[] = [];
   try {
-    for (const cache of caches) proxies.push(await startMeasuredProxy(ctx, { cache }, ['--workers', '1']));
+    // Started together (start-up is not timed): keeps --quick short.
+    const started = await Promise.allSettled(
+      caches.map((cache) => startMeasuredProxy(ctx, { cache }, ['--workers', '1'])),
+    );
+    for (const result of started) if (result.status === 'fulfilled') proxies.push(result.value);
+    const failed = started.find((result) => result.status === 'rejected');
+    if (failed) throw failed.reason;
     const before = await Promise.all(proxies.map(counters));
     const per = FLEET_CLIENTS / FLEET_PROXIES;
     const began = performance.now();
