@@ -15,11 +15,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { runAdmissionCommand } from './lib/admission.ts';
+import { CACHE_CLIENTS, FLEET_CLIENTS, FLEET_PROXIES, runCache } from './lib/cache-scenario.ts';
 import { onInterrupt, stopAllChildren } from './lib/children.ts';
 import { BUCKET, CHUNK_BYTES, createFixture, MiB, SMALL_BYTES } from './lib/fixture.ts';
 import { describeMachine } from './lib/machine.ts';
 import {
   type BenchReport,
+  cacheTable,
   fanoutTable,
   latencyTable,
   type Target,
@@ -36,7 +38,7 @@ import {
 } from './lib/scenarios.ts';
 import { startNginx, startNodeService } from './lib/services.ts';
 
-const SCENARIOS = ['single', 'optimizations', 'rate-limited', 'fanout', 'small'] as const;
+const SCENARIOS = ['single', 'optimizations', 'rate-limited', 'fanout', 'small', 'cache'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 /** nginx `limit_rate` syntax: bytes per second per connection (m = MiB). */
 const LIMIT_RATE = '100m';
@@ -44,7 +46,7 @@ const LIMIT_RATE_BYTES = 100 * MiB;
 const FANOUT_CLIENTS = 16;
 const RESULTS = new URL('./results/', import.meta.url).pathname;
 
-const HELP = `Usage: npm run bench [-- --quick] [-- --only single,optimizations,rate-limited,fanout,small]
+const HELP = `Usage: npm run bench [-- --quick] [-- --only single,optimizations,rate-limited,fanout,small,cache]
 
   --quick          256 MiB file, one timed run per row, fewer requests (under a minute)
   --only LIST      run only these scenarios (comma-separated)
@@ -128,8 +130,51 @@ function revision(): { commit: string; uncommitted: string[] } {
   };
 }
 
-function evaluateTargets(report: BenchReport, quick: boolean): Target[] {
+/** Issue 16's cache targets, from the cache rows. */
+function cacheTargets(report: BenchReport): Target[] {
   const targets: Target[] = [];
+  const find = (prefix: string) => report.cache.find((r) => r.row.startsWith(prefix));
+  const size = `${report.sizes.bigBytes / MiB} MiB`;
+  const warm = find('warm');
+  if (warm?.vsNginx !== undefined) {
+    targets.push({
+      name: 'warm cache vs nginx proxy_pass (file store), every byte hashed',
+      goal: '≥ 1.5×',
+      measured: `${warm.vsNginx.toFixed(2)}× (${warm.mbps.toFixed(0)} MB/s)`,
+      met: warm.vsNginx >= 1.5,
+    });
+  }
+  const many = find(`${CACHE_CLIENTS} clients`);
+  if (many?.sourceReadsPerChunk !== undefined && many.sourceBytes !== undefined) {
+    targets.push({
+      name: `${CACHE_CLIENTS} clients × ${size} on --workers 2: source reads per chunk`,
+      goal: 'exactly 1',
+      measured: `${many.sourceReadsPerChunk.toFixed(2)} (${(many.sourceBytes / many.sizeBytes).toFixed(2)}× the file read)`,
+      met: many.sourceReadsPerChunk === 1 && many.sourceBytes === many.sizeBytes,
+    });
+  }
+  if (many?.memory) {
+    targets.push({
+      name: `${CACHE_CLIENTS} clients × ${size} on --workers 2: proxy RSS, all processes`,
+      goal: '< 400 MiB',
+      measured: `${many.memory.peakMiB} MiB peak (idle ${many.memory.idleMiB}; largest ${many.memory.peakLargestMiB})`,
+      met: many.memory.peakMiB < 400,
+    });
+  }
+  const fleet = find('fleet');
+  if (fleet?.sourceBytes !== undefined) {
+    targets.push({
+      name: `fleet of ${FLEET_PROXIES}, ${FLEET_CLIENTS} clients: source bytes`,
+      goal: `= ${FLEET_PROXIES} × file size`,
+      measured: `${(fleet.sourceBytes / fleet.sizeBytes).toFixed(2)} × file size`,
+      met: fleet.sourceBytes === FLEET_PROXIES * fleet.sizeBytes,
+    });
+  }
+  return targets;
+}
+
+function evaluateTargets(report: BenchReport, quick: boolean): Target[] {
+  const targets: Target[] = cacheTargets(report);
   const single = report.throughput.filter((r) => r.section === 'single');
   for (const source of ['file', 's3']) {
     const row = single.find((r) => r.source === source && r.path === 'modelgate' && r.mode === 'chunk');
@@ -250,6 +295,7 @@ async function main() {
     throughput: [],
     fanout: [],
     latency: [],
+    cache: [],
     targets: [],
     skipped: [],
     load: { start: loadavg(), end: [] },
@@ -345,6 +391,7 @@ async function main() {
       'rate-limited': () => runRateLimited(ctx, LIMIT_RATE),
       fanout: () => runFanout(ctx, FANOUT_CLIENTS),
       small: () => runSmallFiles(ctx),
+      cache: () => runCache(ctx),
     };
     log(`setup took ${((Date.now() - started) / 1000).toFixed(1)} s`);
     for (const name of SCENARIOS) {
@@ -371,6 +418,11 @@ async function main() {
       log('');
       log(`Small files (${SMALL_BYTES} B, keep-alive connections)`);
       log(latencyTable(report.latency));
+    }
+    if (report.cache.length > 0) {
+      log('');
+      log('Verified disk cache (file store; source bytes and reads summed over the proxies)');
+      log(cacheTable(report.cache));
     }
     log('');
     log(

@@ -38,6 +38,16 @@ export const ERROR_CODES = {
   ),
   MG_BAD_RANGE: code(400, 'bad_request', 'The Range header is malformed or asks for more than one range.'),
   MG_ROUTE_NOT_FOUND: code(404, 'not_found', 'No such endpoint.'),
+  MG_PREFETCH_NOT_STARTED: code(
+    404,
+    'not_found',
+    '`GET …/prefetch`: no prefetch of this release was started (`POST` the same path first).',
+  ),
+  MG_CACHE_NOT_CONFIGURED: code(
+    409,
+    'bad_request',
+    '`…/prefetch`: this proxy has no `cache:` configured, so there is nothing to warm.',
+  ),
   MG_ADMISSION_REVIEW_MALFORMED: code(
     400,
     'bad_request',

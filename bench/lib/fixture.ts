@@ -63,6 +63,8 @@ export interface ConfigOptions {
   /** S3 endpoint for `s3://` sources (s3rver, or the rate-limited origin). */
   s3Endpoint?: string;
   transfer?: { readAhead?: number; hashWorkers?: boolean | number; chunkCacheBytes?: number };
+  /** The verified disk cache (`cache:`), for the cache rows. */
+  cache?: { dir: string; maxBytes: number };
 }
 
 /** Writes `size` random bytes to `path`, returning its manifest digests (chunk and whole-file). */
@@ -170,6 +172,7 @@ export async function createFixture(dir: string, bigSize: number): Promise<Fixtu
         stores,
         catalog: { dir: catalogDir, pollSeconds: 0 },
         transfer: options.transfer ?? {},
+        ...(options.cache ? { cache: options.cache } : {}),
         issuers: [
           {
             name: 'bench',

@@ -59,6 +59,25 @@ export interface FanoutRow {
   memory?: ProxyMemory;
 }
 
+/** A row of the verified disk cache scenario (bench/lib/cache-scenario.ts). */
+export interface CacheRow {
+  /** cold, warm, warm after restart, 8 clients, fleet of 3, or the nginx reference. */
+  row: string;
+  /** modelgate processes serving data (workers, or proxies in the fleet). */
+  processes: number;
+  clients: number;
+  sizeBytes: number;
+  /** MB/s: per download (median) for one client, aggregate for many. */
+  mbps: number;
+  runsMBps?: number[];
+  /** Bytes read from the source (modelgate_source_bytes_total summed over the proxies). */
+  sourceBytes?: number;
+  /** Source requests over the chunks of the file. */
+  sourceReadsPerChunk?: number;
+  vsNginx?: number;
+  memory?: ProxyMemory;
+}
+
 export interface LatencyRow {
   path: string;
   token?: 'cached' | 'fresh';
@@ -89,6 +108,7 @@ export interface BenchReport {
   throughput: ThroughputRow[];
   fanout: FanoutRow[];
   latency: LatencyRow[];
+  cache: CacheRow[];
   targets: Target[];
   skipped: string[];
   /** 1, 5 and 15 minute load averages when the run started and ended (other work on the machine skews figures). */
@@ -167,6 +187,35 @@ export function fanoutTable(rows: FanoutRow[]): string {
       fixed(r.sourceReads),
       fixed(r.chunks),
       r.memory ? formatMemory(r.memory) : '—',
+    ]),
+  );
+}
+
+export function cacheTable(rows: CacheRow[]): string {
+  return table(
+    [
+      'row',
+      'processes',
+      'clients',
+      'MB/s',
+      'runs',
+      'vs nginx',
+      'source bytes',
+      'source reads / chunk',
+      'proxy RSS MiB peak (idle)',
+    ],
+    rows.map((r) => [
+      r.row,
+      String(r.processes),
+      String(r.clients),
+      r.mbps.toFixed(0),
+      r.runsMBps?.map((v) => v.toFixed(0)).join(' ') ?? '',
+      r.vsNginx === undefined ? '' : `${r.vsNginx.toFixed(2)}×`,
+      r.sourceBytes === undefined
+        ? ''
+        : `${mib(r.sourceBytes)} MiB (${(r.sourceBytes / r.sizeBytes).toFixed(2)}× file)`,
+      r.sourceReadsPerChunk === undefined ? '' : r.sourceReadsPerChunk.toFixed(2),
+      r.memory ? formatMemory(r.memory) : '',
     ]),
   );
 }

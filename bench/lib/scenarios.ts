@@ -65,7 +65,7 @@ export interface BenchContext {
   log(line: string): void;
 }
 
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+export const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const SOURCE_REQUESTS = 'modelgate_source_requests_total';
 /** V8 flags the container image and the Kubernetes Deployment in deploy/ set for the proxy. */
 const DEPLOYED_NODE_OPTIONS = '--max-semi-space-size=16';
@@ -78,13 +78,13 @@ function workersOf(ctx: BenchContext, args: string[]): number {
   return at >= 0 ? Number(args[at + 1]) : (ctx.defaultWorkers ?? 1);
 }
 
-interface ProxyResult {
+export interface ProxyResult {
   memory: ProxyMemory;
   /** Source requests since the warm-up. */
   sourceReads: number;
 }
 
-interface MeasuredProxy {
+export interface MeasuredProxy {
   readonly proxy: ProxyProcess;
   /** Memory of the group and source requests since the warm-up. */
   finish(): Promise<ProxyResult>;
@@ -96,7 +96,7 @@ interface MeasuredProxy {
  * as many connections as there are workers (connections are dealt
  * round-robin), so start-up work (JIT, hash threads, key import) is not timed.
  */
-async function startMeasuredProxy(
+export async function startMeasuredProxy(
   ctx: BenchContext,
   options: ConfigOptions,
   args: string[] = ctx.proxyArgs,
@@ -170,7 +170,7 @@ function settingsOf(spec: Extract<StreamSpec, { kind: 'modelgate' }>) {
 }
 
 /** Median over repetitions of `runs[i] / reference[i]`: paired, so load that hit both cancels out. */
-function pairedRatio(runs: number[], reference: number[] | undefined): number | undefined {
+export function pairedRatio(runs: number[], reference: number[] | undefined): number | undefined {
   if (reference === undefined || reference.length !== runs.length) return undefined;
   return median(runs.map((value, i) => value / reference[i]!));
 }
@@ -391,7 +391,7 @@ export async function runRateLimited(ctx: BenchContext, limitRate: string): Prom
 }
 
 /** `clients` simultaneous downloads of the same file; wall time from the first request to the last byte. */
-async function fanOut(url: string, headers: Record<string, string>, size: number, clients: number) {
+export async function fanOut(url: string, headers: Record<string, string>, size: number, clients: number) {
   const connections = Array.from({ length: clients }, () => new Connection(new URL(url).origin));
   try {
     // Connect (and warm each connection with a HEAD) before the clock starts.

@@ -36,8 +36,16 @@ export interface ChunkCache {
    * The verified bytes of `hex` (a lowercase SHA-256), or undefined on a miss
    * (also after a corrupt entry was deleted). `target`, when given, receives
    * the bytes (at least `size` long) and the result is its first `size` bytes.
+   * A `CacheTarget` (memory the caller owns outright, e.g. a chunk lease) may
+   * be hashed on another thread by transfer: it gets its memory back through
+   * `adopt` before `get` settles, hit or miss.
    */
-  get(hex: string, size: number, signal: AbortSignal, target?: Uint8Array): Promise<Uint8Array | undefined>;
+  get(
+    hex: string,
+    size: number,
+    signal: AbortSignal,
+    target?: Uint8Array | CacheTarget,
+  ): Promise<Uint8Array | undefined>;
   /**
    * Stores bytes whose SHA-256 the caller has verified to be `hex`. Best
    * effort: a full disk or any other failure is logged, never thrown.
@@ -65,21 +73,37 @@ export interface ChunkCache {
   close(): Promise<void>;
 }
 
+/** Memory lent to `get` that a hash worker may take by transfer and hand back through `adopt`. */
+export interface CacheTarget {
+  readonly buffer: Uint8Array;
+  adopt(buffer: ArrayBuffer): void;
+}
+
+/** A SHA-256 as lowercase hex, and the bytes to use from then on (a new view after a transfer). */
+export interface CacheHash {
+  hex: string;
+  bytes: Uint8Array;
+}
+
 export interface ChunkCacheOptions {
   dir: string;
   maxBytes: number;
   metrics?: Pick<Metrics, 'cacheBytes' | 'cacheRequests'>;
   logger?: Logger;
-  /** SHA-256 as lowercase hex (default: node:crypto on this thread; the engine may pass its hash workers). */
-  hash?: (bytes: Uint8Array) => Promise<string> | string;
+  /**
+   * SHA-256 of `bytes` (default: node:crypto on this thread; the engine passes
+   * its hash workers). `owned`: no other view of `bytes.buffer` is in use, so
+   * it may be transferred to a worker; the answer then holds the new view.
+   */
+  hash?: (bytes: Uint8Array, options: { owned: boolean }) => Promise<CacheHash> | CacheHash;
   /** A claim or temp file untouched this long is abandoned (default 30 s). */
   staleMs?: number;
   /** First poll interval of a waiting claim (default 10 ms). */
   pollMs?: number;
 }
 
-function hashInline(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
+function hashInline(bytes: Uint8Array): CacheHash {
+  return { hex: createHash('sha256').update(bytes).digest('hex'), bytes };
 }
 
 function errnoOf(error: unknown): string | undefined {
@@ -122,6 +146,10 @@ async function hashFile(path: string, signal: AbortSignal): Promise<string> {
   return hash.digest('hex');
 }
 
+async function fileExists(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined)) !== undefined;
+}
+
 async function copyDurably(from: string, to: string): Promise<void> {
   await copyFile(from, to);
   const handle = await open(to, 'r+');
@@ -152,6 +180,8 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
   const hash = options.hash ?? hashInline;
   const rescanAfterBytes = Math.max(1, Math.floor(maxBytes / 16));
   const lru = new ByteLru();
+  /** Entries being written by this process (counted, not yet visible): never evicted, never dropped as missing. */
+  const pending = new Map<string, number>();
   const claims = createClaims({ dir, staleMs, pollMs: options.pollMs ?? 10 });
   let writtenSinceScan = 0;
 
@@ -161,6 +191,7 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
   /** Deletes least-recently-used entries until this process's view is within maxBytes. */
   async function evict(): Promise<void> {
     for (const [hex, entry] of lru.victims(maxBytes)) {
+      if (pending.has(hex)) continue;
       const path = entryPath(dir, hex);
       const info = await stat(path).catch(() => undefined);
       if (info !== undefined && info.mtimeMs > entry.usedAt + 1) {
@@ -177,6 +208,7 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
     writtenSinceScan = 0;
     const { entries, sweptTemps } = await scanCache(dir, staleMs, Date.now());
     lru.reset(entries);
+    for (const [hex, size] of pending) lru.set(hex, size, Date.now());
     if (sweptTemps > 0) logger?.info({ dir, sweptTemps }, 'cache: removed temp files of interrupted writes');
     await evict();
   });
@@ -202,19 +234,28 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
   async function publish(hex: string, size: number, write: (temp: string) => Promise<void>): Promise<void> {
     if (lru.touch(hex, Date.now())) return;
     const temp = tempPath(dir, hex, randomBytes(6).toString('hex'));
+    const entry = entryPath(dir, hex);
     try {
       await mkdir(entryFolder(dir, hex), { recursive: true });
       await write(temp);
-      await rename(temp, entryPath(dir, hex));
+      // Counted and room made before it becomes visible: concurrent writes make room for each other,
+      // so the directory does not go over maxBytes while they land (as this process sees it).
+      pending.set(hex, size);
+      lru.set(hex, size, Date.now());
+      await evict().catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
+      await rename(temp, entry);
     } catch (error) {
       await unlink(temp).catch(() => undefined);
+      if (pending.delete(hex) && lru.delete(hex)) report();
       logger?.warn({ digest: hex, err: error }, 'cache: write failed; served without caching');
       return;
+    } finally {
+      pending.delete(hex);
     }
-    lru.set(hex, size, Date.now());
     writtenSinceScan += size;
-    const settle = writtenSinceScan >= rescanAfterBytes ? rescan() : evict();
-    await settle.catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
+    if (writtenSinceScan >= rescanAfterBytes) {
+      await rescan().catch((error: unknown) => logger?.warn({ dir, err: error }, 'cache: eviction failed'));
+    }
   }
 
   await mkdir(dir, { recursive: true });
@@ -224,13 +265,14 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
     async get(hex, size, signal, target) {
       if (!isHexDigest(hex)) return undefined;
       signal.throwIfAborted();
-      const buffer = target ?? Buffer.allocUnsafe(size);
+      const lent = target instanceof Uint8Array ? undefined : target;
+      // Its own ArrayBuffer (not Node's shared pool), so a hash worker may take it by transfer.
+      const buffer = target instanceof Uint8Array ? target : (lent?.buffer ?? Buffer.allocUnsafeSlow(size));
       if (buffer.length < size) throw new RangeError('cache target is smaller than the chunk');
-      const bytes = buffer.subarray(0, size);
       const path = entryPath(dir, hex);
-      const read = await readExactly(path, size, bytes);
+      const read = await readExactly(path, size, buffer.subarray(0, size));
       if (read === 'missing') {
-        if (lru.delete(hex)) report();
+        if (!pending.has(hex) && lru.delete(hex)) report();
         count('miss');
         return undefined;
       }
@@ -239,13 +281,15 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
         return undefined;
       }
       signal.throwIfAborted();
-      if ((await hash(bytes)) !== hex) {
+      const hashed = await hash(buffer.subarray(0, size), { owned: !(target instanceof Uint8Array) });
+      lent?.adopt(hashed.bytes.buffer as ArrayBuffer);
+      if (hashed.hex !== hex) {
         await discard(hex, 'sha256');
         return undefined;
       }
       markUsed(hex, size, path);
       count('hit');
-      return bytes;
+      return hashed.bytes;
     },
 
     put(hex, bytes) {
@@ -266,7 +310,7 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
       const path = entryPath(dir, hex);
       const info = await stat(path).catch(() => undefined);
       if (info === undefined) {
-        if (lru.delete(hex)) report();
+        if (!pending.has(hex) && lru.delete(hex)) report();
         count('miss');
         return undefined;
       }
@@ -286,11 +330,7 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
     claim(hex, signal) {
       if (!isHexDigest(hex))
         return Promise.reject(new TypeError('cache claim needs a lowercase SHA-256 hex digest'));
-      return claims.claim(
-        hex,
-        signal,
-        async () => (await stat(entryPath(dir, hex)).catch(() => undefined)) !== undefined,
-      );
+      return claims.claim(hex, signal, () => fileExists(entryPath(dir, hex)));
     },
 
     bytes: () => lru.total,

@@ -111,7 +111,13 @@ export function createClaims(options: ClaimOptions) {
     let pause = options.pollMs;
     for (;;) {
       signal.throwIfAborted();
-      if (await tryCreate(path)) return own(path);
+      if (await tryCreate(path)) {
+        const owned = own(path);
+        // Published between the caller's miss and this claim (the owner before us just let go): nothing to read.
+        if (!(await isPublished())) return owned;
+        await owned.release();
+        return waited;
+      }
       if (await isPublished()) return waited;
       const stale = await isStale(path, options.staleMs);
       if (stale === undefined) return waited;

@@ -1,3 +1,3 @@
-export type { ChunkCache, ChunkCacheOptions } from './chunk-cache.ts';
+export type { CacheHash, CacheTarget, ChunkCache, ChunkCacheOptions } from './chunk-cache.ts';
 export { createChunkCache } from './chunk-cache.ts';
 export type { Claim, OwnedClaim, WaitedClaim } from './claims.ts';

@@ -5,6 +5,7 @@ import { FETCH_EXIT } from '../fetch/exit-codes.ts';
 import { exitCodeFor, FetchError, isFetchError } from '../fetch/fetch-error.ts';
 import { fetchRelease } from '../fetch/fetch-release.ts';
 import { isModelName, isReleaseRef } from '../fetch/manifest.ts';
+import { prefetchRelease } from '../fetch/prefetch-release.ts';
 import {
   describeFailure,
   describeResume,
@@ -12,6 +13,7 @@ import {
   jsonReporter,
   ttyReporter,
 } from '../fetch/progress.ts';
+import type { PrefetchState } from '../fetch/proxy-client.ts';
 import {
   BREAK_GLASS_FILE_ENV,
   chooseTokenSource,
@@ -23,6 +25,7 @@ import type { Command } from './command.types.ts';
 export { FETCH_EXIT } from '../fetch/exit-codes.ts';
 
 const HELP = `Usage: modelgate fetch --proxy URL --model NAME --release REF --dest DIR [options]
+       modelgate fetch --prefetch-only --proxy URL --model NAME --release REF [options]
 
 Downloads one release through a modelgate proxy into DIR, verifying every
 byte again on the client, for an init container that prepares a model
@@ -44,6 +47,10 @@ Options:
                        and sent in Modelgate-Break-Glass on every request; for an
                        incident only (default: the file named by $${BREAK_GLASS_FILE_ENV}
                        when set)
+  --prefetch-only      do not download: ask the proxy to warm its disk cache
+                       for the release (POST …/prefetch) and wait until it is
+                       done, printing progress; needs cache: on the proxy
+                       (docs/fetch.md "Warming a node"); --dest is not used
   -h, --help           this text
 
 Progress goes to stderr: a live line on a terminal (bytes, percent, ETA
@@ -63,6 +70,8 @@ Exit codes:
   11  model, release or file not found (404, 409)
   12  integrity failure: a digest or size did not match (retried once)
   13  proxy or source unavailable after retries (502, 503, 504, network)
+      (--prefetch-only: 11 also when the proxy has no cache, MG_CACHE_NOT_CONFIGURED)
+  13  (--prefetch-only) the proxy's prefetch failed (FETCH_PREFETCH_FAILED)
   14  unsafe destination: a symlink planted in DIR (at .modelgate-tmp, a
       partial or final file, a folder of a nested path, or the record);
       fetch never writes through one, so nothing outside DIR was touched
@@ -107,6 +116,30 @@ function parseProxy(value: string): URL {
   return url;
 }
 
+async function readCa(caFile: string | undefined): Promise<string | undefined> {
+  if (caFile === undefined) return undefined;
+  try {
+    return await readFile(caFile, 'utf8');
+  } catch (error) {
+    throw new FetchError('usage', 'FETCH_CA_UNREADABLE', `cannot read CA file ${caFile}`, { cause: error });
+  }
+}
+
+/** Prefetch progress on stderr: a readable line on a terminal, else one JSON line per update. */
+function prefetchReporter(stderr: NodeJS.WriteStream): (state: PrefetchState) => void {
+  return (state) => {
+    if (!stderr.isTTY) {
+      stderr.write(`${JSON.stringify({ event: 'prefetch', ...state })}\n`);
+      return;
+    }
+    const percent = state.totalBytes === 0 ? 100 : Math.floor((state.bytes / state.totalBytes) * 100);
+    const mib = (n: number) => (n / 1048576).toFixed(1);
+    stderr.write(
+      `prefetch ${state.state}: ${mib(state.bytes)} of ${mib(state.totalBytes)} MiB (${percent}%)\n`,
+    );
+  };
+}
+
 /** Parses argv and runs the fetch, printing one line on stderr for a failure. */
 async function runFetch(args: string[]): Promise<number> {
   const stderr = process.stderr;
@@ -126,6 +159,7 @@ async function runFetch(args: string[]): Promise<number> {
         retries: { type: 'string' },
         ca: { type: 'string' },
         'break-glass-file': { type: 'string' },
+        'prefetch-only': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -159,36 +193,28 @@ async function runFetch(args: string[]): Promise<number> {
     if (!isReleaseRef(release)) {
       throw usage(`--release must be a version or sha256:<64 hex>, got ${JSON.stringify(release)}`);
     }
-    const dest = required('dest', str('dest'));
-    const concurrency = integer('concurrency', str('concurrency'), 4, 1, 64);
-    const retries = integer('retries', str('retries'), 5, 0, 20);
     const tokens = chooseTokenSource(str('token-file'), process.env);
-    const caFile = str('ca');
-    let ca: string | undefined;
-    if (caFile !== undefined) {
-      try {
-        ca = await readFile(caFile, 'utf8');
-      } catch (error) {
-        throw new FetchError('usage', 'FETCH_CA_UNREADABLE', `cannot read CA file ${caFile}`, {
-          cause: error,
-        });
-      }
-    }
+    const ca = await readCa(str('ca'));
     const breakGlassToken = await readBreakGlassToken(str('break-glass-file'), process.env);
-    reporter = stderr.isTTY ? ttyReporter(stderr) : jsonReporter(stderr);
-    await fetchRelease({
+    const connection = {
       proxy,
       model,
       release,
-      dest,
       tokens,
-      concurrency,
-      retries,
-      reporter,
       signal: controller.signal,
       ...(ca === undefined ? {} : { ca }),
       ...(breakGlassToken === undefined ? {} : { breakGlassToken }),
-    });
+    };
+    if (values['prefetch-only'] === true) {
+      const retries = integer('retries', str('retries'), 5, 0, 20);
+      await prefetchRelease({ ...connection, retries, report: prefetchReporter(stderr) });
+      return FETCH_EXIT.ok;
+    }
+    const dest = required('dest', str('dest'));
+    const concurrency = integer('concurrency', str('concurrency'), 4, 1, 64);
+    const retries = integer('retries', str('retries'), 5, 0, 20);
+    reporter = stderr.isTTY ? ttyReporter(stderr) : jsonReporter(stderr);
+    await fetchRelease({ ...connection, dest, concurrency, retries, reporter });
     return FETCH_EXIT.ok;
   } catch (thrown) {
     const error = isFetchError(thrown)

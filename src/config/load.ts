@@ -98,6 +98,7 @@ function resolvePaths(config: ModelgateConfig, base: string): void {
   if (config.stores.gcs?.keyFilename)
     config.stores.gcs.keyFilename = resolvePath(base, config.stores.gcs.keyFilename);
   config.catalog.dir = resolvePath(base, config.catalog.dir);
+  if (config.cache) config.cache.dir = resolvePath(base, config.cache.dir);
   for (const issuer of config.issuers) {
     if (issuer.jwksFile) issuer.jwksFile = resolvePath(base, issuer.jwksFile);
   }

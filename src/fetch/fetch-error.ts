@@ -38,7 +38,8 @@ export type FetchClientCode =
   | 'FETCH_SIZE_MISMATCH'
   | 'FETCH_LOCAL_IO'
   | 'FETCH_UNSAFE_DESTINATION'
-  | 'FETCH_INTERRUPTED';
+  | 'FETCH_INTERRUPTED'
+  | 'FETCH_PREFETCH_FAILED';
 
 export type FetchErrorCode = FetchClientCode | ErrorCode;
 

@@ -50,7 +50,16 @@ export interface FileResponse {
   body: AsyncIterable<Buffer> & { destroy(error?: Error): unknown };
 }
 
+/** The proxy's answer on `…/releases/{ref}/prefetch` (SPEC §11). */
+export interface PrefetchState {
+  state: 'running' | 'done' | 'failed';
+  bytes: number;
+  totalBytes: number;
+}
+
 export interface ProxyClient {
+  /** `POST` starts warming the proxy's disk cache for a release (202); `GET` reports how far it got. */
+  prefetch(model: string, ref: string, method: 'GET' | 'POST', signal: AbortSignal): Promise<PrefetchState>;
   getManifest(model: string, ref: string, signal: AbortSignal): Promise<ManifestResponse>;
   /** GETs a file of a release from `offset` (a `Range: bytes=offset-` request when offset > 0). */
   getFile(
@@ -164,12 +173,17 @@ export function createProxyClient(options: ProxyClientOptions): ProxyClient {
   const breakGlass: Record<string, string> =
     options.breakGlassToken === undefined ? {} : { 'modelgate-break-glass': options.breakGlassToken };
 
-  async function send(url: URL, headers: Record<string, string>, signal: AbortSignal) {
+  async function send(
+    url: URL,
+    headers: Record<string, string>,
+    signal: AbortSignal,
+    method: 'GET' | 'POST' = 'GET',
+  ) {
     const token = await options.tokens.read();
     try {
       return await request(url, {
         dispatcher: agent,
-        method: 'GET',
+        method,
         signal,
         headers: {
           'user-agent': USER_AGENT,
@@ -184,6 +198,27 @@ export function createProxyClient(options: ProxyClientOptions): ProxyClient {
   }
 
   return {
+    async prefetch(model, ref, method, signal) {
+      const release = releaseUrl(options.proxy, model, ref);
+      const url = new URL(`${release.pathname}/prefetch`, options.proxy);
+      const response = await send(url, { accept: 'application/json' }, signal, method);
+      if (response.statusCode !== 200 && response.statusCode !== 202) throw await responseError(response);
+      let state: Partial<PrefetchState> | undefined;
+      try {
+        const body = await readCapped(response.body, MAX_ERROR_BODY_BYTES);
+        state = body === null ? undefined : (JSON.parse(body.toString('utf8')) as Partial<PrefetchState>);
+      } catch (error) {
+        throw networkError(error, signal, 'prefetch answer broken');
+      }
+      const valid =
+        (state?.state === 'running' || state?.state === 'done' || state?.state === 'failed') &&
+        Number.isSafeInteger(state.bytes) &&
+        Number.isSafeInteger(state.totalBytes);
+      if (!valid)
+        throw new FetchError('unexpected', 'FETCH_BAD_RESPONSE', 'the prefetch answer is not a state');
+      return state as PrefetchState;
+    },
+
     async getManifest(model, ref, signal) {
       const url = releaseUrl(options.proxy, model, ref);
       const response = await send(url, { accept: 'application/json' }, signal);

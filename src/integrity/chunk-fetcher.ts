@@ -1,8 +1,9 @@
 import { LRUCache } from 'lru-cache';
+import type { ChunkCache } from '../cache/index.ts';
 import type { ChunkedFile } from '../catalog/release.types.ts';
 import { ModelgateError } from '../errors.ts';
 import type { StoreKind } from '../stores/store.ts';
-import { digestEquals } from './digest.ts';
+import { digestEquals, isSha256Hex } from './digest.ts';
 import type { Hasher } from './hasher.ts';
 import type { ChunkLease, MemoryBudget } from './memory-budget.ts';
 import { readFromSources, type SourceSession } from './source-reader.ts';
@@ -25,12 +26,16 @@ export interface ChunkResult extends Disposable {
   short: boolean;
   /** The source holds bytes beyond the file's size (checked on the last chunk only). */
   extra: boolean;
-  store: StoreKind;
+  /** Where the bytes came from: a source store, or the verified disk cache. */
+  store: ChunkOrigin;
   /** Drops this holder's reference (again: a no-op). */
   release(): void;
   /** Drops this holder's reference and forbids reuse of the memory: a cut socket write may still read it. */
   discard(): void;
 }
+
+/** A source store, or the verified disk cache (its entries are hashed again on every read). */
+export type ChunkOrigin = StoreKind | 'cache';
 
 /** A chunk with its reference count exposed to the fetcher (the cache takes extra references). */
 interface CountedChunk {
@@ -92,9 +97,12 @@ export interface ChunkFetcher {
    * transfers rather than to deeper windows.
    */
   underPressure(): boolean;
+  /** Resolves once every disk cache write started so far is done (shutdown, a finished prefetch). */
+  flush(): Promise<void>;
   stats(): {
     sourceReads: number;
     cacheHits: number;
+    diskHits: number;
     shared: number;
     memory: ReturnType<MemoryBudget['stats']>;
   };
@@ -107,8 +115,15 @@ interface ReadResult {
   actualHex: string;
   short: boolean;
   extra: boolean;
-  store: StoreKind;
+  store: ChunkOrigin;
   lease: ChunkLease;
+}
+
+/** A finished read, and the disk cache write that follows it once the waiters have the chunk. */
+interface Read {
+  result: ReadResult;
+  /** Writes the verified chunk to the disk cache, then lets the claim go (off the response path). */
+  publish?: () => Promise<void>;
 }
 
 /** Wraps a read result with a reference count; the lease is released (or discarded) when it reaches zero. */
@@ -193,6 +208,62 @@ async function readChunkInto(
   return { store, filled, extra, short: filled < length };
 }
 
+/**
+ * Read-through the disk cache (SPEC §11): a verified hit is served as is (the
+ * cache hashed it again); on a miss one process (the claim's owner) reads the
+ * source while the others wait and look again. The owner's `publish` writes
+ * the chunk (only a verified one) and only then lets the claim go, so the
+ * waiting processes find it; the caller runs it after handing the chunk to
+ * its own waiters, holding a reference so the memory stays until written.
+ */
+async function readThroughDisk(
+  cache: ChunkCache,
+  session: SourceSession<ChunkedFile>,
+  index: number,
+  lease: ChunkLease,
+  signal: AbortSignal,
+  readSource: () => Promise<ReadResult>,
+): Promise<Read> {
+  const file = session.file;
+  const hex = file.chunks[index] ?? '';
+  const length = Math.min(file.chunkSize, file.size - index * file.chunkSize);
+  for (;;) {
+    // The lease lends its memory: a hash worker may take it by transfer and hand it back to the lease.
+    const data = await cache.get(hex, length, signal, lease);
+    if (data !== undefined) {
+      return {
+        result: {
+          index,
+          data,
+          verified: true,
+          actualHex: hex,
+          short: false,
+          extra: false,
+          store: 'cache',
+          lease,
+        },
+      };
+    }
+    const claim = await cache.claim(hex, signal);
+    if (!claim.owner) continue;
+    let result: ReadResult;
+    try {
+      result = await readSource();
+    } catch (error) {
+      await claim.release();
+      throw error;
+    }
+    const publish = async () => {
+      try {
+        if (result.verified) await cache.put(hex, result.data);
+      } finally {
+        await claim.release();
+      }
+    };
+    return { result, publish };
+  }
+}
+
 /** Adds a caller to a read in flight; the read is aborted when its last caller goes away. */
 function joinFlight(flight: InFlight, signal: AbortSignal, getOptions: GetOptions) {
   return new Promise<ChunkResult>((resolve, reject) => {
@@ -238,8 +309,10 @@ export function createChunkFetcher(options: {
   hasher: Hasher;
   cacheBytes: number;
   budget: MemoryBudget;
+  /** The verified disk cache (`cache:`), shared with the other processes of this `serve`. */
+  disk?: ChunkCache;
 }): ChunkFetcher {
-  const { budget, hasher } = options;
+  const { budget, hasher, disk } = options;
   const cache =
     options.cacheBytes > 0
       ? new LRUCache<string, CacheEntry>({
@@ -251,42 +324,56 @@ export function createChunkFetcher(options: {
   // The cache only saves source reads: under memory pressure it gives its references up first.
   if (cache) budget.onPressure(() => cache.clear());
   const inflight = new Map<string, InFlight>();
+  /** Disk cache writes under way (after their chunks were handed out). */
+  const writes = new Set<Promise<void>>();
   const running = new Map<string, number>();
   let sourceReads = 0;
   let cacheHits = 0;
+  let diskHits = 0;
   let shared = 0;
 
-  async function read(
+  /** Reads the chunk from its sources into `lease` and hashes it; the lease stays the caller's. */
+  async function readSource(
     session: SourceSession<ChunkedFile>,
     index: number,
-    flight: InFlight,
+    lease: ChunkLease,
+    signal: AbortSignal,
   ): Promise<ReadResult> {
     const file = session.file;
+    sourceReads++;
+    const { store, filled, extra, short } = await readChunkInto(session, index, lease, signal);
+    const hashed = await hasher.digest(lease.buffer.subarray(0, filled), { owned: true });
+    lease.adopt(hashed.data.buffer as ArrayBuffer);
+    const expected = file.chunks[index] ?? '';
+    return {
+      index,
+      data: hashed.data,
+      verified: !short && !extra && digestEquals(hashed.digest, expected),
+      actualHex: hashed.digest.toString('hex'),
+      short,
+      extra,
+      store,
+      lease,
+    };
+  }
+
+  async function read(session: SourceSession<ChunkedFile>, index: number, flight: InFlight): Promise<Read> {
+    const file = session.file;
+    const signal = flight.controller.signal;
     // One byte of room past the chunk: on the last chunk we ask for it to prove the object ends there.
-    const lease = await budget.leaseChunk(file.chunkSize + 1, { signal: flight.controller.signal });
+    const lease = await budget.leaseChunk(file.chunkSize + 1, { signal });
     flight.leased = true;
     for (const waiter of flight.waiters) clearTimeout(waiter.memoryTimer);
-    sourceReads++;
     try {
-      const { store, filled, extra, short } = await readChunkInto(
-        session,
-        index,
-        lease,
-        flight.controller.signal,
-      );
-      const hashed = await hasher.digest(lease.buffer.subarray(0, filled), { owned: true });
-      lease.adopt(hashed.data.buffer as ArrayBuffer);
-      const expected = file.chunks[index] ?? '';
-      return {
-        index,
-        data: hashed.data,
-        verified: !short && !extra && digestEquals(hashed.digest, expected),
-        actualHex: hashed.digest.toString('hex'),
-        short,
-        extra,
-        store,
-        lease,
-      };
+      const hex = file.chunks[index];
+      if (disk !== undefined && hex !== undefined && isSha256Hex(hex)) {
+        const done = await readThroughDisk(disk, session, index, lease, signal, () =>
+          readSource(session, index, lease, signal),
+        );
+        if (done.result.store === 'cache') diskHits++;
+        return done;
+      }
+      return { result: await readSource(session, index, lease, signal) };
     } catch (error) {
       lease.release();
       throw error;
@@ -298,15 +385,27 @@ export function createChunkFetcher(options: {
     inflight.set(key, flight);
     const fileDigest = session.file.digest;
     read(session, index, flight).then(
-      (result) => {
+      ({ result, publish }) => {
         inflight.delete(key);
         const chunk = counted(result);
+        // The disk write reads the chunk's memory: it holds a reference until the entry is written.
+        const writing = publish && chunk.retain();
         const cacheIt = result.verified && cache !== undefined && (running.get(fileDigest) ?? 0) > 1;
         // Every waiter still attached gets its own reference, the cache one more.
         if (cacheIt) cache.set(cacheKey, { chunk, handle: chunk.retain() });
         const waiters = [...flight.waiters];
         if (waiters.length === 0 && !cacheIt) chunk.retain().release();
         for (const waiter of waiters) waiter.resolve(chunk.retain());
+        // Best effort like every cache write (the cache logs its failures); clients already have the bytes.
+        if (publish) {
+          const write = publish()
+            .catch(() => undefined)
+            .finally(() => {
+              writing?.release();
+              writes.delete(write);
+            });
+          writes.add(write);
+        }
       },
       (error: unknown) => {
         inflight.delete(key);
@@ -344,6 +443,9 @@ export function createChunkFetcher(options: {
       };
     },
     underPressure: () => budget.waiting() > 0,
-    stats: () => ({ sourceReads, cacheHits, shared, memory: budget.stats() }),
+    async flush() {
+      while (writes.size > 0) await Promise.all([...writes]);
+    },
+    stats: () => ({ sourceReads, cacheHits, diskHits, shared, memory: budget.stats() }),
   };
 }

@@ -245,6 +245,7 @@ async function readOnce(
       const options = pin === undefined ? { signal: guard.signal } : { signal: guard.signal, pin };
       const direct = await store.readInto(location, range, sink.target, options);
       if (pin === undefined) session.pins.set(location, direct.version);
+      received = direct.bytesRead;
       sink.onDirect(direct.bytesRead, store.kind);
       session.metrics.sourceRequests.inc({ store: store.kind, outcome: 'ok' });
       return;
@@ -282,5 +283,7 @@ async function readOnce(
     });
   } finally {
     guard.done();
+    // Bytes actually read from the source, kept or not (a retried piece counts twice): what egress costs.
+    if (received > 0) session.metrics.sourceBytes.inc({ store: store.kind }, received);
   }
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { ChunkedFile, ManifestFile, WholeFile } from '../catalog/release.types.ts';
 import { ModelgateError } from '../errors.ts';
 import type { ByteRange, StoreKind } from '../stores/store.ts';
-import type { ChunkFetcher, ChunkResult } from './chunk-fetcher.ts';
+import type { ChunkFetcher, ChunkOrigin, ChunkResult } from './chunk-fetcher.ts';
 import { digestEquals } from './digest.ts';
 import type { MemoryBudget } from './memory-budget.ts';
 import { readFromSources, type SourceSession } from './source-reader.ts';
@@ -17,7 +17,7 @@ import { readFromSources, type SourceSession } from './source-reader.ts';
  */
 export interface TransferTarget {
   readonly headersSent: boolean;
-  write(bytes: Uint8Array, store: StoreKind): Promise<void>;
+  write(bytes: Uint8Array, store: ChunkOrigin): Promise<void>;
   end(): Promise<void>;
 }
 
@@ -55,7 +55,7 @@ function mismatchError(
   what: string,
   expected: string,
   actual: string,
-  store: StoreKind,
+  store: ChunkOrigin,
 ) {
   return new ModelgateError(
     'MG_DIGEST_MISMATCH',
@@ -66,7 +66,7 @@ function mismatchError(
   );
 }
 
-function sizeError(session: SourceSession, detail: string, store: StoreKind) {
+function sizeError(session: SourceSession, detail: string, store: ChunkOrigin) {
   return new ModelgateError(
     'MG_SIZE_MISMATCH',
     `${session.file.path}: expected ${session.file.size} bytes, ${detail}`,

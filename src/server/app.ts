@@ -9,6 +9,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { type AdmissionListener, startConfiguredAdmission } from '../admission/listener.ts';
+import { type ChunkCache, createChunkCache } from '../cache/index.ts';
 import type { Catalog } from '../catalog/catalog.types.ts';
 import { type Clock, systemClock } from '../clock.ts';
 import type { ModelgateConfig, TlsConfig } from '../config/config.types.ts';
@@ -16,12 +17,13 @@ import { ConfigError, loadConfig } from '../config/load.ts';
 import type { Authenticator } from '../identity/authenticator.types.ts';
 import { type ChunkFetcher, createChunkFetcher } from '../integrity/chunk-fetcher.ts';
 import { createInlineHasher, createWorkerHasher, type Hasher } from '../integrity/hasher.ts';
-import { createMemoryBudget } from '../integrity/memory-budget.ts';
+import { createMemoryBudget, type MemoryBudget } from '../integrity/memory-budget.ts';
 import type { EnvironmentPolicy } from '../policy/policy.types.ts';
 import { createStores, type StoreSet } from '../stores/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createMetrics, type Metrics } from '../telemetry/metrics.ts';
 import { type AdminDeps, createAdminHandler, type ReadinessReport } from './admin.ts';
+import { createPrefetcher } from './prefetch.ts';
 import { buildTrustState, type SharedParts, type TrustState } from './trust-state.ts';
 
 /** Socket write buffer of the data listener: 1 MiB lets one write hand the kernel a large slice of a chunk. */
@@ -115,6 +117,53 @@ function createHasher(config: ModelgateConfig, metrics: Metrics, logger: Logger)
   });
 }
 
+/** The verified disk cache (`cache:`), hashed on the engine's hash workers; undefined when not configured. */
+async function openDiskCache(
+  config: ModelgateConfig,
+  hasher: Hasher,
+  metrics: Metrics,
+  logger: Logger,
+): Promise<ChunkCache | undefined> {
+  if (!config.cache) return undefined;
+  return createChunkCache({
+    dir: config.cache.dir,
+    maxBytes: config.cache.maxBytes,
+    metrics,
+    logger,
+    hash: async (bytes, { owned }) => {
+      const hashed = await hasher.digest(bytes, { owned });
+      return { hex: hashed.digest.toString('hex'), bytes: hashed.data };
+    },
+  });
+}
+
+/** The chunk fetcher over the disk cache (`cache:`), and the prefetcher that warms it. */
+async function createReadPath(
+  config: ModelgateConfig,
+  parts: { hasher: Hasher; budget: MemoryBudget; stores: StoreSet; metrics: Metrics; logger: Logger },
+) {
+  const { hasher, budget, stores, metrics, logger } = parts;
+  const disk = await openDiskCache(config, hasher, metrics, logger);
+  const fetcher = createChunkFetcher({
+    hasher,
+    cacheBytes: config.transfer.chunkCacheBytes,
+    budget,
+    ...(disk ? { disk } : {}),
+  });
+  const prefetcher =
+    disk && config.cache
+      ? createPrefetcher({
+          dir: config.cache.dir,
+          fetcher,
+          stores,
+          transfer: config.transfer,
+          metrics,
+          logger,
+        })
+      : undefined;
+  return { disk, fetcher, prefetcher };
+}
+
 /** The data listener with its header, request and idle timeouts. */
 function createDataServer(
   config: ModelgateConfig,
@@ -185,7 +234,16 @@ function reloadCertificate(data: Server, tls: TlsConfig, logger: Logger) {
 }
 
 /** Settings a SIGHUP cannot change in a running process (listeners, stores, the integrity engine). */
-const RESTART_ONLY = ['listen', 'admin', 'admission', 'stores', 'transfer', 'limits', 'workers'] as const;
+const RESTART_ONLY = [
+  'listen',
+  'admin',
+  'admission',
+  'stores',
+  'transfer',
+  'cache',
+  'limits',
+  'workers',
+] as const;
 
 /** Which restart-only sections differ between two configurations. */
 function restartOnlyChanges(before: ModelgateConfig, after: ModelgateConfig): string[] {
@@ -248,7 +306,13 @@ export async function createApp(options: AppOptions): Promise<App> {
       metrics.transferMemoryWaiting.set(waiting);
     },
   });
-  const fetcher = createChunkFetcher({ hasher, cacheBytes: config.transfer.chunkCacheBytes, budget });
+  const { disk, fetcher, prefetcher } = await createReadPath(config, {
+    hasher,
+    budget,
+    stores,
+    metrics,
+    logger,
+  });
   let draining = false;
   const admission = createAdmission(config.limits.maxConcurrentTransfers);
   const shared: SharedParts = {
@@ -258,6 +322,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     stores,
     fetcher,
     budget,
+    ...(prefetcher ? { prefetcher } : {}),
     admission,
     draining: () => draining,
     quietCatalog: options.quietCatalog ?? false,
@@ -369,7 +434,9 @@ export async function createApp(options: AppOptions): Promise<App> {
         unwatchFile(tls.key, reloadTls);
       }
       state.stop();
-      await Promise.all([stores.close(), hasher.close()]);
+      // Chunks already sent may still be on their way to the disk cache: finish them (and their claims) first.
+      await fetcher.flush();
+      await Promise.all([stores.close(), hasher.close(), disk?.close()]);
       return cut;
     },
   };

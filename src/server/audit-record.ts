@@ -1,8 +1,8 @@
 import type { ManifestFile, Release } from '../catalog/release.types.ts';
 import type { ModelgateError, Outcome } from '../errors.ts';
 import type { Principal } from '../identity/principal.types.ts';
+import type { ChunkOrigin } from '../integrity/chunk-fetcher.ts';
 import type { BreakGlassGrant, EnvironmentState, Violation } from '../policy/policy.types.ts';
-import type { StoreKind } from '../stores/store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { type ApiRoute, routeLabel } from './route.ts';
 
@@ -35,7 +35,7 @@ export interface AuditRecord {
   /** True once a violation was noted (audit mode served it, or a byte check failed). */
   hasViolations(): boolean;
   /** Verified body bytes handed to the socket, and the store they came from. */
-  sent(store: StoreKind, bytes: number): void;
+  sent(store: ChunkOrigin, bytes: number): void;
   /** Writes the one `retrieval` line for the request. */
   write(logger: Logger, outcome: Outcome, durationSeconds: number, method: string | undefined): void;
 }
@@ -43,7 +43,7 @@ export interface AuditRecord {
 export function createAuditRecord(requestId: string): AuditRecord {
   const fields: AuditFields = {};
   const violations: Violation[] = [];
-  let store: StoreKind | 'none' = 'none';
+  let store: ChunkOrigin | 'none' = 'none';
   let bytes = 0;
   return {
     requestId,

@@ -98,6 +98,7 @@ function breakGlassHeader(req: IncomingMessage): string | undefined {
 /** A route resolved to what the caller may read. */
 export type Target =
   | { kind: 'manifest'; release: Release; access: Access }
+  | { kind: 'prefetch'; release: Release; access: Access }
   | { kind: 'file'; release: Release; file: ManifestFile; access: Access };
 
 export interface AuthorizeDeps {
@@ -205,7 +206,7 @@ export function createAuthorizer(deps: AuthorizeDeps) {
     // The audit line names the release and environment even when the request is refused below.
     audit.note({ release, environment: deps.policy.stateOf(release.environment) });
     const access = await authorizeRelease(req, audit, principal, release, route.ref.kind === 'version');
-    if (route.kind === 'manifest') return { kind: 'manifest', release, access };
+    if (route.kind === 'manifest' || route.kind === 'prefetch') return { kind: route.kind, release, access };
     const file = release.files.get(route.path);
     if (!file) throw new ModelgateError('MG_FILE_NOT_FOUND', 'the release lists no such file');
     return { kind: 'file', release, file, access };

@@ -16,8 +16,10 @@ import type { Metrics } from '../telemetry/metrics.ts';
 import { type AuditRecord, createAuditRecord } from './audit-record.ts';
 import { createBurstDetector } from './auth-bursts.ts';
 import { authHeaders, createAuthorizer, createViolationReporter, type Target } from './authorize.ts';
+import type { Prefetcher } from './prefetch.ts';
 import { ClientAborted, respondFile } from './respond-file.ts';
 import { respondManifest } from './respond-manifest.ts';
+import { respondPrefetch } from './respond-prefetch.ts';
 import type { PacingOptions } from './response-target.ts';
 import { type ApiRoute, parseRoute, routeLabel } from './route.ts';
 
@@ -31,6 +33,8 @@ export interface HandlerDeps {
   stores: StoreLookup;
   fetcher: ChunkFetcher;
   budget: MemoryBudget;
+  /** Warms the disk cache (`POST …/prefetch`); undefined without `cache:`. */
+  prefetcher?: Prefetcher;
   transfer: TransferConfig;
   pacing: PacingOptions;
   metrics: Metrics;
@@ -51,12 +55,22 @@ function requestIdOf(req: IncomingMessage): string {
 }
 
 function parseRequest(req: IncomingMessage): ApiRoute {
-  if (req.method !== 'GET' && req.method !== 'HEAD') {
+  const read = req.method === 'GET' || req.method === 'HEAD';
+  if (!read && req.method !== 'POST') {
     throw new ModelgateError('MG_BAD_REQUEST', `method ${req.method} is not allowed; use GET or HEAD`, {
       headers: { Allow: 'GET, HEAD' },
     });
   }
-  return parseRoute(req.url ?? '/');
+  const route = parseRoute(req.url ?? '/');
+  // POST only starts a prefetch; HEAD of a prefetch is refused like any other unknown method there.
+  const allowed = route.kind === 'prefetch' ? req.method !== 'HEAD' : read;
+  if (!allowed) {
+    const allow = route.kind === 'prefetch' ? 'GET, POST' : 'GET, HEAD';
+    throw new ModelgateError('MG_BAD_REQUEST', `method ${req.method} is not allowed; use ${allow}`, {
+      headers: { Allow: allow },
+    });
+  }
+  return route;
 }
 
 /** Answers a refusal; after headers only a broken connection can tell the client the body is wrong. */
@@ -128,6 +142,8 @@ export function createHandler(deps: HandlerDeps) {
     let status: number;
     if (target.kind === 'manifest') {
       status = respondManifest(req, res, target.release, lineage);
+    } else if (target.kind === 'prefetch') {
+      status = await respondPrefetch(req, res, deps.prefetcher, target.release);
     } else {
       audit.note({ file: target.file });
       status = await respondFile(fileDeps, { req, res, audit, principal, ...target });

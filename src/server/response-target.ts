@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
+import type { ChunkOrigin } from '../integrity/chunk-fetcher.ts';
 import type { TransferTarget } from '../integrity/transfer.ts';
-import type { StoreKind } from '../stores/store.ts';
 
 /**
  * Bytes per socket write. Node counts a socket write as activity (for the
@@ -31,9 +31,9 @@ export interface ResponseTargetOptions {
   signal: AbortSignal;
   pacing: PacingOptions;
   /** The headers went out with the first body bytes, which came from `store`. */
-  onHeaders(store: StoreKind): void;
+  onHeaders(store: ChunkOrigin): void;
   /** Bytes the socket is done with (not merely queued). */
-  onWritten(store: StoreKind, bytes: number): void;
+  onWritten(store: ChunkOrigin, bytes: number): void;
   /** The client read slower than the minimum rate over the window; the caller drops it. */
   onTooSlow(): void;
 }
@@ -112,7 +112,7 @@ export function createResponseTarget(
   options: ResponseTargetOptions,
 ): TransferTarget & Disposable {
   const pacer = createPacer(options.pacing, options.onTooSlow);
-  const sendHeaders = (store: StoreKind) => {
+  const sendHeaders = (store: ChunkOrigin) => {
     if (res.headersSent) return;
     res.writeHead(options.status, options.headers);
     options.onHeaders(store);

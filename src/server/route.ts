@@ -7,6 +7,7 @@ import type { Route as RouteLabel } from '../telemetry/metrics.ts';
 export type ApiRoute =
   | { kind: 'manifest'; model: string; ref: ReleaseRef }
   | { kind: 'file'; model: string; ref: ReleaseRef; path: string }
+  | { kind: 'prefetch'; model: string; ref: ReleaseRef }
   | { kind: 'blob'; model: string; digest: string };
 
 const PREFIX = '/v1/models/';
@@ -72,6 +73,7 @@ export function parseRoute(rawTarget: string): ApiRoute {
   if (first === undefined || first === '') throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');
   const ref = parseRef(first);
   if (rest.length === 1) return { kind: 'manifest', model, ref };
+  if (rest.length === 2 && rest[1] === 'prefetch') return { kind: 'prefetch', model, ref };
   if (rest[1] !== 'files' || rest.length < 3)
     throw new ModelgateError('MG_ROUTE_NOT_FOUND', 'no such endpoint');
   const fileSegments = rest.slice(2).map((raw) => {

@@ -17,6 +17,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import { toSignerSpec } from '../trust/signer-config.ts';
 import { createHandler } from './handler.ts';
+import type { Prefetcher } from './prefetch.ts';
 import { createReadiness, type Readiness } from './readiness.ts';
 import { createReleaseGate } from './release-gate.ts';
 
@@ -28,6 +29,8 @@ export interface SharedParts {
   stores: StoreSet;
   fetcher: ChunkFetcher;
   budget: MemoryBudget;
+  /** Warms the disk cache for `POST …/prefetch` (only with `cache:`); outlives reloads with the cache. */
+  prefetcher?: Prefetcher;
   admission: { tryAcquire(): boolean; release(): void };
   draining(): boolean;
   /** Catalog changes at debug only (all workers of `serve --workers N` but the first). */

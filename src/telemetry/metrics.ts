@@ -41,6 +41,8 @@ export interface Metrics {
   readonly cacheRequests: Counter<'result'>;
   /** Bytes read from a source store (not the disk cache), by store. */
   readonly sourceBytes: Counter<'store'>;
+  /** Bytes of chunks `POST …/prefetch` has warmed (read or found in the disk cache, verified). */
+  readonly prefetchBytes: Counter;
 }
 
 /** Result label values of `modelgate_cache_requests_total`. */
@@ -50,7 +52,7 @@ export type CacheResult = 'hit' | 'miss' | 'corrupt';
 export type SlowClientReason = 'idle' | 'rate';
 
 /** Route label values. */
-export type Route = 'manifest' | 'file' | 'blob' | 'other';
+export type Route = 'manifest' | 'file' | 'blob' | 'prefetch' | 'other';
 
 /** Store label values: the configured store kinds, plus `none` before a source was chosen. */
 export type StoreLabel = 's3' | 'gcs' | 'azure' | 'file' | 'cache' | 'none';
@@ -215,6 +217,11 @@ function cacheMetrics(registers: Registry[]) {
       name: 'modelgate_source_bytes_total',
       help: 'Bytes read from a source store (cloud or file), by store; cache hits are not counted.',
       labelNames: ['store'],
+      registers,
+    }),
+    prefetchBytes: new Counter({
+      name: 'modelgate_prefetch_bytes_total',
+      help: 'Bytes of chunks prefetch jobs have warmed into the disk cache (read from a source or found there, verified).',
       registers,
     }),
   };

@@ -206,4 +206,19 @@ describe('the verified disk cache', () => {
     assert.equal(claim.owner, true);
     if (claim.owner) await claim.release();
   });
+  it('when several writes land at once while another write rescans the folder, every entry stays', async () => {
+    // An entry being written is counted before it is visible: a rescan or a miss meanwhile must not drop it.
+    const dir = freshDir();
+    // maxBytes / 16 = 512 KiB: every write below triggers a rescan while the others are in flight.
+    const cache = await createChunkCache({ dir, maxBytes: 8 << 20 });
+    const chunks = Array.from({ length: 6 }, () => randomBytes(1 << 20));
+    const misses = chunks.map((bytes) => cache.get(sha256(bytes), bytes.length, signal()));
+    await Promise.all([...chunks.map((bytes) => cache.put(sha256(bytes), bytes)), ...misses]);
+    for (const bytes of chunks) {
+      assert.equal((await stat(entryPath(dir, sha256(bytes)))).size, bytes.length, 'the entry is on disk');
+    }
+    assert.equal(await bytesOnDisk(dir), 6 << 20);
+    assert.equal(cache.bytes(), 6 << 20);
+    await cache.close();
+  });
 });
