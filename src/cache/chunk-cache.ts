@@ -12,7 +12,7 @@ import { scanCache } from './scan.ts';
 export type { Claim } from './claims.ts';
 
 /**
- * The verified disk cache (SPEC §11): chunks addressed by their SHA-256,
+ * The verified disk cache (docs/scaling.md): chunks addressed by their SHA-256,
  * shared by the processes of one `serve` and kept across restarts.
  *
  * - A cache is a store, not a trust root: `get` hashes every entry before

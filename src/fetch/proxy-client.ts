@@ -50,7 +50,7 @@ export interface FileResponse {
   body: AsyncIterable<Buffer> & { destroy(error?: Error): unknown };
 }
 
-/** The proxy's answer on `…/releases/{ref}/prefetch` (SPEC §11). */
+/** The proxy's answer on `…/releases/{ref}/prefetch` (docs/scaling.md). */
 export interface PrefetchState {
   state: 'running' | 'done' | 'failed';
   bytes: number;

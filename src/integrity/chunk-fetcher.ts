@@ -209,7 +209,7 @@ async function readChunkInto(
 }
 
 /**
- * Read-through the disk cache (SPEC §11): a verified hit is served as is (the
+ * Read-through the disk cache (docs/scaling.md): a verified hit is served as is (the
  * cache hashed it again); on a miss one process (the claim's owner) reads the
  * source while the others wait and look again. The owner's `publish` writes
  * the chunk (only a verified one) and only then lets the claim go, so the

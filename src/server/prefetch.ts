@@ -10,7 +10,7 @@ import { createSourceSession, type StoreLookup } from '../integrity/source-reade
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 
-/** What `GET …/prefetch` answers (SPEC §11). */
+/** What `GET …/prefetch` answers (docs/scaling.md). */
 export interface PrefetchStatus {
   state: 'running' | 'done' | 'failed';
   bytes: number;

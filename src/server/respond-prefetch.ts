@@ -17,7 +17,7 @@ function sendJson(res: ServerResponse, status: number, body: PrefetchStatus): nu
 /**
  * `POST …/releases/{ref}/prefetch` starts warming the disk cache (202, also
  * when a prefetch of the release already runs or is done: it is not started
- * twice); `GET` reports its state (SPEC §11). Authorized like the manifest.
+ * twice); `GET` reports its state (docs/scaling.md). Authorized like the manifest.
  */
 export async function respondPrefetch(
   req: IncomingMessage,
