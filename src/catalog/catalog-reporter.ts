@@ -74,6 +74,12 @@ export function createCatalogReporter(logger: Logger, metrics: Metrics, quiet = 
         signer: release.signer,
         trust: release.trust,
         file: release.sourceFile,
+        // Upstream OMS evidence: re-verified when an upstream signer covers the model, else only noted.
+        upstream:
+          release.upstream?.identity ??
+          (release.manifest.upstream
+            ? 'present, not verified (no upstreamSigners entry covers this model)'
+            : undefined),
       };
       if (release.trust === 'untrusted_signer') {
         warn(fields, 'release loaded, but its signer is not trusted for its environment');
