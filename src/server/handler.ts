@@ -1,47 +1,30 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CatalogLookup } from '../catalog/catalog.types.ts';
-import type { Clock } from '../clock.ts';
-import type { TransferConfig } from '../config/config.types.ts';
 import { errorBody, ModelgateError, type Outcome, toModelgateError } from '../errors.ts';
 import type { TokenAuthenticator } from '../identity/authenticator.ts';
 import type { Principal } from '../identity/principal.types.ts';
-import type { ChunkFetcher } from '../integrity/chunk-fetcher.ts';
-import type { MemoryBudget } from '../integrity/memory-budget.ts';
-import type { StoreLookup } from '../integrity/source-reader.ts';
 import type { AdmissionPolicy } from '../policy/admissible.types.ts';
 import type { BreakGlassGrant, BreakGlassVerifier, EnvironmentPolicy } from '../policy/policy.types.ts';
-import type { Logger } from '../telemetry/logger.ts';
-import type { Metrics } from '../telemetry/metrics.ts';
 import { type AuditRecord, createAuditRecord } from './audit-record.ts';
 import { createBurstDetector } from './auth-bursts.ts';
 import { authHeaders, createAuthorizer, createViolationReporter, type Target } from './authorize.ts';
 import type { Prefetcher } from './prefetch.ts';
-import { ClientAborted, respondFile } from './respond-file.ts';
+import { ClientAborted, type FileResponseDeps, respondFile } from './respond-file.ts';
 import { respondManifest } from './respond-manifest.ts';
 import { respondPrefetch } from './respond-prefetch.ts';
-import type { PacingOptions } from './response-target.ts';
 import { type ApiRoute, parseRoute, routeLabel } from './route.ts';
 
-export interface HandlerDeps {
+/** What the checklist needs: the file-response parts (respond-file.ts) plus identity, trust and policy. */
+export interface HandlerDeps extends Omit<FileResponseDeps, 'reportViolation'> {
   catalog: CatalogLookup;
   authenticator: TokenAuthenticator;
   policy: EnvironmentPolicy;
   /** The admissibility decision shared with admission and `modelgate report`. */
   releasePolicy: AdmissionPolicy;
   breakGlass: BreakGlassVerifier;
-  stores: StoreLookup;
-  fetcher: ChunkFetcher;
-  budget: MemoryBudget;
   /** Warms the disk cache (`POST …/prefetch`); undefined without `cache:`. */
   prefetcher?: Prefetcher;
-  transfer: TransferConfig;
-  pacing: PacingOptions;
-  metrics: Metrics;
-  logger: Logger;
-  clock: Clock;
-  /** Admission control for file transfers (README "HTTP API": 503 when overloaded). */
-  admission: { tryAcquire(): boolean; release(): void };
   /** True once shutdown began: responses ask clients to close the connection. */
   draining(): boolean;
 }
