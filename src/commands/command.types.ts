@@ -14,3 +14,49 @@ export const EXIT = {
   failure: 1,
   usage: 2,
 } as const;
+
+/** Where a command writes: stdout for results and help, stderr for one-line failures. */
+export interface CommandIo {
+  stdout: { write(text: string): unknown };
+  stderr: { write(text: string): unknown };
+}
+
+/** Prints `modelgate NAME: message` on stderr and returns `code` (the exit code). */
+export type Fail = (code: number, message: string) => number;
+
+/**
+ * The shape every command shares: parse the arguments (a parse error is a
+ * usage error pointing at `--help`), answer `--help`, then run the body with
+ * a `fail` that names the command. Keeps each command file to what it does.
+ */
+export function defineCommand<P extends { help?: boolean | undefined }>(spec: {
+  name: string;
+  summary: string;
+  help: string;
+  output: CommandIo;
+  parse(args: string[]): P;
+  run(parsed: P, fail: Fail): Promise<number>;
+}): Command {
+  const fail: Fail = (code, message) => {
+    spec.output.stderr.write(`modelgate ${spec.name}: ${message}\n`);
+    return code;
+  };
+  return {
+    name: spec.name,
+    summary: spec.summary,
+    help: spec.help,
+    async run(args: string[]): Promise<number> {
+      let parsed: P;
+      try {
+        parsed = spec.parse(args);
+      } catch (error) {
+        return fail(EXIT.usage, `${(error as Error).message} (see modelgate ${spec.name} --help)`);
+      }
+      if (parsed.help) {
+        spec.output.stdout.write(spec.help);
+        return EXIT.ok;
+      }
+      return spec.run(parsed, fail);
+    },
+  };
+}

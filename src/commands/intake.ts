@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { isValidFilePath } from '../catalog/manifest.ts';
 import type { Manifest, UpstreamEvidence } from '../catalog/release.types.ts';
 import type { VerifiedSignature } from '../trust/verifier.types.ts';
-import { type Command, EXIT } from './command.types.ts';
+import { type Command, defineCommand, EXIT } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
 import {
   checkOms,
@@ -97,27 +97,13 @@ function manifestFor(options: SignOptions, check: OmsCheck): Manifest {
 
 /** `modelgate intake` with its output going to `output` (tests pass their own streams). */
 export function createIntakeCommand(output: CommandOutput = process): Command {
-  const fail = (code: number, message: string): number => {
-    output.stderr.write(`modelgate intake: ${message}\n`);
-    return code;
-  };
-
-  return {
+  return defineCommand({
     name: 'intake',
     summary: 'verify an OMS-signed model and sign it as a release carrying the upstream evidence',
     help: HELP,
-
-    async run(args: string[]): Promise<number> {
-      let parsed: ReturnType<typeof parse>;
-      try {
-        parsed = parse(args);
-      } catch (error) {
-        return fail(EXIT.usage, `${(error as Error).message} (see modelgate intake --help)`);
-      }
-      if (parsed.help) {
-        output.stdout.write(HELP);
-        return EXIT.ok;
-      }
+    output,
+    parse,
+    async run(parsed, fail) {
       if (parsed.oms === undefined)
         return fail(EXIT.usage, '--oms SIG is required (see modelgate intake --help)');
       if (parsed['certificate-chain'] !== undefined) {
@@ -149,7 +135,7 @@ export function createIntakeCommand(output: CommandOutput = process): Command {
         return fail(EXIT.failure, (error as Error).message);
       }
     },
-  };
+  });
 }
 
 export const intakeCommand: Command = createIntakeCommand();

@@ -8,7 +8,7 @@ import { formatPolicyReport } from '../policy/report.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { createMetrics } from '../telemetry/metrics.ts';
 import { toSignerSpec } from '../trust/signer-config.ts';
-import { type Command, EXIT } from './command.types.ts';
+import { type Command, defineCommand, EXIT } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
 
 const HELP = `Usage: modelgate report --config FILE [--at RFC3339] [--fail-on-inadmissible]
@@ -30,34 +30,27 @@ Exit codes: 0 report printed, 1 failure (unreadable catalog or keys), 2 usage or
 invalid configuration, 3 with --fail-on-inadmissible: some release is not admissible.
 `;
 
+/** `--config`, `--at`, `--fail-on-inadmissible`, `--help`. */
+function parseReportArgs(args: string[]) {
+  return parseArgs({
+    args,
+    options: {
+      config: { type: 'string' },
+      at: { type: 'string' },
+      'fail-on-inadmissible': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }).values;
+}
+
 export function createReportCommand(output: CommandOutput = process): Command {
-  const fail = (code: number, message: string): number => {
-    output.stderr.write(`modelgate report: ${message}\n`);
-    return code;
-  };
-  return {
+  return defineCommand({
     name: 'report',
     summary: 'per environment: admissible releases, what the others lack, exceptions and their expiry',
     help: HELP,
-    async run(args: string[]): Promise<number> {
-      let values: { config?: string; at?: string; help?: boolean; 'fail-on-inadmissible'?: boolean };
-      try {
-        ({ values } = parseArgs({
-          args,
-          options: {
-            config: { type: 'string' },
-            at: { type: 'string' },
-            'fail-on-inadmissible': { type: 'boolean' },
-            help: { type: 'boolean', short: 'h' },
-          },
-        }));
-      } catch (error) {
-        return fail(EXIT.usage, (error as Error).message);
-      }
-      if (values.help) {
-        output.stdout.write(HELP);
-        return EXIT.ok;
-      }
+    output,
+    parse: parseReportArgs,
+    async run(values, fail) {
       if (values.config === undefined) return fail(EXIT.usage, '--config FILE is required');
       const now = values.at === undefined ? Date.now() : Date.parse(values.at);
       if (Number.isNaN(now)) return fail(EXIT.usage, `--at: expected an RFC 3339 instant, got ${values.at}`);
@@ -105,7 +98,7 @@ export function createReportCommand(output: CommandOutput = process): Command {
       const inadmissible = lines.some((line) => line.endsWith(': not admissible'));
       return values['fail-on-inadmissible'] && inadmissible ? 3 : EXIT.ok;
     },
-  };
+  });
 }
 
 export const reportCommand: Command = createReportCommand();

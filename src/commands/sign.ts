@@ -26,7 +26,7 @@ import {
 import { loadSigningKeyFile, writeFileAtomic } from '../keys.ts';
 import { isValidEnvironment } from '../rules.ts';
 import { signReleaseBundle } from '../trust/release-bundle.ts';
-import { type Command, EXIT } from './command.types.ts';
+import { type Command, defineCommand, EXIT } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
 
 const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
@@ -86,27 +86,13 @@ interface WalkedFile {
 
 /** `modelgate sign` with its output going to `output` (tests pass their own streams). */
 export function createSignCommand(output: CommandOutput = process): Command {
-  const fail = (code: number, message: string): number => {
-    output.stderr.write(`modelgate sign: ${message}\n`);
-    return code;
-  };
-
-  return {
+  return defineCommand({
     name: 'sign',
     summary: 'hash a local model folder into a signed release manifest (.jws or .sigstore.json)',
     help: HELP,
-
-    async run(args: string[]): Promise<number> {
-      let parsed: ReturnType<typeof parse>;
-      try {
-        parsed = parse(args);
-      } catch (error) {
-        return fail(EXIT.usage, `${(error as Error).message} (see modelgate sign --help)`);
-      }
-      if (parsed.help) {
-        output.stdout.write(HELP);
-        return EXIT.ok;
-      }
+    output,
+    parse,
+    async run(parsed, fail) {
       const usage = checkUsage(parsed);
       if (typeof usage === 'string') return fail(EXIT.usage, `${usage} (see modelgate sign --help)`);
       try {
@@ -119,7 +105,7 @@ export function createSignCommand(output: CommandOutput = process): Command {
         return fail(EXIT.failure, (error as Error).message);
       }
     },
-  };
+  });
 }
 
 /** Options shared by \`sign\` and \`intake\` (both write a signed release). */
