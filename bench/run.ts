@@ -187,6 +187,17 @@ function evaluateTargets(report: BenchReport, quick: boolean): Target[] {
       });
     }
   }
+  // Issue 16: one verified stream should use at least half of what one core can hash.
+  const fileChunk = single.find((r) => r.source === 'file' && r.path === 'modelgate' && r.mode === 'chunk');
+  if (fileChunk && report.sha256) {
+    const share = fileChunk.mbps / report.sha256.mbps;
+    targets.push({
+      name: 'single stream, chunk mode, file store vs one core SHA-256',
+      goal: '≥ 0.5 of one core',
+      measured: `${share.toFixed(2)} (${fileChunk.mbps.toFixed(0)} of ${report.sha256.mbps.toFixed(0)} MB/s)`,
+      met: share >= 0.5,
+    });
+  }
   // Issue 16: the S3 store against a fast origin (nginx static at the path-style URL).
   for (const [mode, goal] of [
     ['chunk', 1.0],

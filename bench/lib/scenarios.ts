@@ -34,6 +34,7 @@ import {
   type ProxyMemory,
   type ThroughputRow,
 } from './report.ts';
+import { measureSha256Rate } from './sha256-rate.ts';
 
 export interface BenchContext {
   quick: boolean;
@@ -289,6 +290,11 @@ function references(
 export async function runSingleStream(ctx: BenchContext): Promise<void> {
   const { fixture, reps } = ctx;
   ctx.log(`single stream (${reps} interleaved runs per row)`);
+  // Measured right before the file-store rows, in this process, under the same load.
+  ctx.report.sha256 = measureSha256Rate();
+  ctx.log(
+    `  SHA-256 on one core: ${ctx.report.sha256.mbps.toFixed(0)} MB/s (runs ${ctx.report.sha256.runsMBps.map((v) => v.toFixed(0)).join(' ')})`,
+  );
   await runStreamGroup(
     ctx,
     'single',
