@@ -9,6 +9,7 @@ import type { Principal } from '../identity/principal.types.ts';
 import type { ChunkFetcher } from '../integrity/chunk-fetcher.ts';
 import type { MemoryBudget } from '../integrity/memory-budget.ts';
 import type { StoreLookup } from '../integrity/source-reader.ts';
+import type { WholeFileCache } from '../integrity/transfer.ts';
 import type { AdmissionPolicy } from '../policy/admissible.types.ts';
 import type { BreakGlassGrant, BreakGlassVerifier, EnvironmentPolicy } from '../policy/policy.types.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -35,6 +36,8 @@ export interface HandlerDeps {
   budget: MemoryBudget;
   /** Warms the disk cache (`POST …/prefetch`); undefined without `cache:`. */
   prefetcher?: Prefetcher;
+  /** The verified disk cache for whole-file-mode files; undefined without `cache:`. */
+  disk?: WholeFileCache;
   transfer: TransferConfig;
   pacing: PacingOptions;
   metrics: Metrics;
