@@ -206,13 +206,20 @@ async function readCachedCopy(
   session: SourceSession,
   signal: AbortSignal,
 ): Promise<boolean> {
+  // A failure to send (the client went away) is the transfer's, not the copy's: never a reason to read the sources.
+  let sending = false;
   try {
     // To the end of the file: a copy longer than the manifest says shows as extra bytes.
     const stream = createReadStream(path, { start: sink.resumeOffset(), highWaterMark: 1024 * 1024, signal });
-    for await (const buffer of stream as AsyncIterable<Buffer>) await sink.onData(buffer, 'cache');
+    for await (const buffer of stream as AsyncIterable<Buffer>) {
+      sending = true;
+      await sink.onData(buffer, 'cache');
+      sending = false;
+    }
     return true;
   } catch (error) {
     if (signal.aborted) throw signal.reason ?? error;
+    if (sending) throw error;
     session.logger.warn(
       { event: 'cache_read_failed', file: session.file.path, err: String(error) },
       'cached whole file could not be read; reading the sources',
