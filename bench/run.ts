@@ -1,6 +1,6 @@
 /**
  * `npm run bench` (full: 1 GiB file, 5 interleaved timed runs per row, about 10 minutes)
- * or `npm run bench -- --quick` (256 MiB, one run per row, under a minute).
+ * or `npm run bench -- --quick` (128 MiB, one run per row, under a minute).
  *
  * Builds every scenario on 127.0.0.1, runs them one after another, prints
  * tables and writes the JSON report to bench/results/. Every child process
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { runAdmissionCommand } from './lib/admission.ts';
-import { CACHE_CLIENTS, FLEET_CLIENTS, FLEET_PROXIES, runCache } from './lib/cache-scenario.ts';
+import { CACHE_CLIENTS, FLEET_PROXIES, runCache } from './lib/cache-scenario.ts';
 import { onInterrupt, stopAllChildren } from './lib/children.ts';
 import { BUCKET, CHUNK_BYTES, createFixture, MiB, SMALL_BYTES } from './lib/fixture.ts';
 import { describeMachine } from './lib/machine.ts';
@@ -48,9 +48,9 @@ const RESULTS = new URL('./results/', import.meta.url).pathname;
 
 const HELP = `Usage: npm run bench [-- --quick] [-- --only single,optimizations,rate-limited,fanout,small,cache]
 
-  --quick          256 MiB file, one timed run per row, fewer requests (under a minute)
+  --quick          128 MiB file, one timed run per row, fewer requests (under a minute)
   --only LIST      run only these scenarios (comma-separated)
-  --size-mib N     size of the large file (default 1024, quick 256)
+  --size-mib N     size of the large file (default 1024, quick 128)
   --reps N         interleaved timed downloads per single-stream row (default 5, quick 1)
   --keep           keep the temp folder (configs, proxy logs, nginx.conf) for inspection
   --admission      only the admission webhook: 500 AdmissionReviews at concurrency 16, p50/p99
@@ -81,7 +81,7 @@ function parseOptions() {
   return {
     quick,
     only: new Set(only as Scenario[]),
-    sizeBytes: Number(values['size-mib'] ?? (quick ? 256 : 1024)) * MiB,
+    sizeBytes: Number(values['size-mib'] ?? (quick ? 128 : 1024)) * MiB,
     reps: Number(values.reps ?? (quick ? 1 : 5)),
     keep: values.keep,
     admission: values.admission,
@@ -164,7 +164,7 @@ function cacheTargets(report: BenchReport): Target[] {
   const fleet = find('fleet');
   if (fleet?.sourceBytes !== undefined) {
     targets.push({
-      name: `fleet of ${FLEET_PROXIES}, ${FLEET_CLIENTS} clients: source bytes`,
+      name: `fleet of ${FLEET_PROXIES}, ${fleet.clients} clients: source bytes`,
       goal: `= ${FLEET_PROXIES} × file size`,
       measured: `${(fleet.sourceBytes / fleet.sizeBytes).toFixed(2)} × file size`,
       met: fleet.sourceBytes === FLEET_PROXIES * fleet.sizeBytes,
@@ -186,6 +186,17 @@ function evaluateTargets(report: BenchReport, quick: boolean): Target[] {
         met: row.vsNginx >= 0.8,
       });
     }
+  }
+  // Issue 16: one verified stream should use at least half of what one core can hash.
+  const fileChunk = single.find((r) => r.source === 'file' && r.path === 'modelgate' && r.mode === 'chunk');
+  if (fileChunk && report.sha256) {
+    const share = fileChunk.mbps / report.sha256.mbps;
+    targets.push({
+      name: 'single stream, chunk mode, file store vs one core SHA-256',
+      goal: '≥ 0.5 of one core',
+      measured: `${share.toFixed(2)} (${fileChunk.mbps.toFixed(0)} of ${report.sha256.mbps.toFixed(0)} MB/s)`,
+      met: share >= 0.5,
+    });
   }
   // Issue 16: the S3 store against a fast origin (nginx static at the path-style URL).
   for (const [mode, goal] of [

@@ -28,6 +28,8 @@ const WORKERS = ['--workers', '2'];
 export const CACHE_CLIENTS = 8;
 export const FLEET_PROXIES = 3;
 export const FLEET_CLIENTS = 24;
+/** `--quick`: 2 clients per fleet proxy instead of 8 (the fleet target holds whatever the client count). */
+const QUICK_FLEET_CLIENTS = 6;
 
 let cacheCount = 0;
 
@@ -190,7 +192,8 @@ async function runFleet(ctx: BenchContext): Promise<void> {
     const failed = started.find((result) => result.status === 'rejected');
     if (failed) throw failed.reason;
     const before = await Promise.all(proxies.map(counters));
-    const per = FLEET_CLIENTS / FLEET_PROXIES;
+    const clients = ctx.quick ? QUICK_FLEET_CLIENTS : FLEET_CLIENTS;
+    const per = clients / FLEET_PROXIES;
     const began = performance.now();
     await Promise.all(
       proxies.map((proxy) =>
@@ -203,11 +206,11 @@ async function runFleet(ctx: BenchContext): Promise<void> {
     const requests = after.reduce((sum, c, i) => sum + c.requests - (before[i]?.requests ?? 0), 0);
     const memories = await Promise.all(proxies.map(async (p) => (await p.finish()).memory));
     pushCache(ctx, {
-      row: `fleet of ${FLEET_PROXIES} proxies, ${FLEET_CLIENTS} clients`,
+      row: `fleet of ${FLEET_PROXIES} proxies, ${clients} clients`,
       processes: FLEET_PROXIES,
-      clients: FLEET_CLIENTS,
+      clients,
       sizeBytes: size,
-      mbps: mbps(size * FLEET_CLIENTS, seconds),
+      mbps: mbps(size * clients, seconds),
       sourceBytes,
       sourceReadsPerChunk: requests / Math.ceil(size / CHUNK_BYTES),
       memory: {

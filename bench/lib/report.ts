@@ -110,6 +110,8 @@ export interface BenchReport {
   latency: LatencyRow[];
   cache: CacheRow[];
   targets: Target[];
+  /** One core's SHA-256 rate in this run (bench/lib/sha256-rate.ts), measured beside the single-stream rows. */
+  sha256?: { mbps: number; runsMBps: number[] };
   skipped: string[];
   /** 1, 5 and 15 minute load averages when the run started and ended (other work on the machine skews figures). */
   load: { start: number[]; end: number[] };

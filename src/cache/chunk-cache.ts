@@ -65,12 +65,29 @@ export interface ChunkCache {
    * verification as from any store: the entry may change after this check.
    */
   getFile(hex: string, size: number, signal: AbortSignal): Promise<string | undefined>;
+  /**
+   * Whole-file mode without a local copy (cloud sources): a writer that
+   * receives the file's bytes in order while they are hashed for the
+   * response, into a temp file in the entry's folder. `commit` only after the
+   * whole-file digest matched: it fsyncs and renames the file into place (no
+   * second copy); `abort` deletes it. Undefined when the file cannot be
+   * cached (not a digest, or over `maxBytes`). Best effort like `put`: a
+   * failing write is logged, the writer goes quiet and `commit` stores nothing.
+   */
+  openFile(hex: string, size: number): Promise<CacheFileWriter | undefined>;
   /** One source read per chunk across processes: see claims.ts. */
   claim(hex: string, signal: AbortSignal): Promise<Claim>;
   /** Bytes in the cache as this process last counted them. */
   bytes(): number;
   /** Releases this process's claims; the files stay for the next start. */
   close(): Promise<void>;
+}
+
+/** A whole file being written to the cache (`openFile`). */
+export interface CacheFileWriter {
+  write(bytes: Uint8Array): Promise<void>;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
 }
 
 /** Memory lent to `get` that a hash worker may take by transfer and hand back through `adopt`. */
@@ -171,6 +188,82 @@ async function writeDurably(path: string, bytes: Uint8Array): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+/** The spool is a temp file in the entry's folder, so a crash leaves only what the next scan sweeps. */
+function createFileWriter(spec: {
+  hex: string;
+  size: number;
+  spool: string;
+  handle: Awaited<ReturnType<typeof open>>;
+  /** The cache's publish step: `write` moves the finished spool to the temp path it is given. */
+  publish(hex: string, size: number, write: (temp: string) => Promise<void>): Promise<void>;
+  logger: Logger | undefined;
+}): CacheFileWriter {
+  const { hex, size, spool, handle, publish, logger } = spec;
+  let written = 0;
+  let failed = false;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await handle.close().catch(() => undefined);
+  };
+  return {
+    async write(bytes) {
+      if (failed || closed) return;
+      try {
+        let done = 0;
+        while (done < bytes.length) {
+          const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, written + done);
+          done += bytesWritten;
+        }
+        written += bytes.length;
+      } catch (error) {
+        failed = true;
+        logger?.warn({ digest: hex, err: error }, 'cache: whole-file write failed; served without caching');
+      }
+    },
+    async commit() {
+      try {
+        if (failed || closed || written !== size) return;
+        await handle.sync();
+        await close();
+        await publish(hex, size, (temp) => rename(spool, temp));
+      } catch (error) {
+        logger?.warn({ digest: hex, err: error }, 'cache: whole-file write failed; served without caching');
+      } finally {
+        await close();
+        await unlink(spool).catch(() => undefined);
+      }
+    },
+    async abort() {
+      await close();
+      await unlink(spool).catch(() => undefined);
+    },
+  };
+}
+
+/** A writer over a fresh spool file in the entry's folder; undefined (logged) when it cannot be created. */
+async function openFileWriter(spec: {
+  dir: string;
+  hex: string;
+  size: number;
+  maxBytes: number;
+  publish: Parameters<typeof createFileWriter>[0]['publish'];
+  logger: Logger | undefined;
+}): Promise<CacheFileWriter | undefined> {
+  const { dir, hex, logger } = spec;
+  if (!isHexDigest(hex) || spec.size > spec.maxBytes) return undefined;
+  const spool = tempPath(dir, hex, randomBytes(6).toString('hex'));
+  try {
+    await mkdir(entryFolder(dir, hex), { recursive: true });
+    const handle = await open(spool, 'wx', 0o644);
+    return createFileWriter({ ...spec, spool, handle });
+  } catch (error) {
+    logger?.warn({ digest: hex, err: error }, 'cache: whole-file write failed; served without caching');
+    return undefined;
   }
 }
 
@@ -326,6 +419,8 @@ export async function createChunkCache(options: ChunkCacheOptions): Promise<Chun
       count('hit');
       return path;
     },
+
+    openFile: (hex, size) => openFileWriter({ dir, hex, size, maxBytes, publish, logger }),
 
     claim(hex, signal) {
       if (!isHexDigest(hex))

@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import type { CacheFileWriter } from '../cache/index.ts';
 import type { ChunkedFile, ManifestFile, WholeFile } from '../catalog/release.types.ts';
 import { ModelgateError } from '../errors.ts';
 import type { ByteRange, StoreKind } from '../stores/store.ts';
 import type { ChunkFetcher, ChunkOrigin, ChunkResult } from './chunk-fetcher.ts';
 import { digestEquals } from './digest.ts';
 import type { MemoryBudget } from './memory-budget.ts';
-import { readFromSources, type SourceSession } from './source-reader.ts';
+import { type PieceSink, readFromSources, type SourceSession } from './source-reader.ts';
 
 /**
  * Where verified bytes go: the HTTP response. `write` sends the headers first
@@ -183,6 +185,49 @@ export async function sendChunked(
   }
 }
 
+/** The verified disk cache as whole-file mode uses it (src/cache). */
+export interface WholeFileCache {
+  /** The path of a cached copy whose SHA-256 was just checked, or undefined (a corrupt copy is deleted and counted). */
+  getFile(hex: string, size: number, signal: AbortSignal): Promise<string | undefined>;
+  /** Where the bytes read from a source go, to be committed once the digest matched. */
+  openFile(hex: string, size: number): Promise<CacheFileWriter | undefined>;
+}
+
+/**
+ * Reads a cached copy into the sink from `sink.resumeOffset()`, as one more
+ * source tried before the configured ones (no pin needed: the entry is
+ * content-addressed, and its bytes are hashed again on the way out). False
+ * when it could not be read (evicted meanwhile, an I/O error): the sources
+ * then take over from the bytes already hashed.
+ */
+async function readCachedCopy(
+  path: string,
+  sink: { onData(buffer: Buffer, store: ChunkOrigin): Promise<void>; resumeOffset(): number },
+  session: SourceSession,
+  signal: AbortSignal,
+): Promise<boolean> {
+  // A failure to send (the client went away) is the transfer's, not the copy's: never a reason to read the sources.
+  let sending = false;
+  try {
+    // To the end of the file: a copy longer than the manifest says shows as extra bytes.
+    const stream = createReadStream(path, { start: sink.resumeOffset(), highWaterMark: 1024 * 1024, signal });
+    for await (const buffer of stream as AsyncIterable<Buffer>) {
+      sending = true;
+      await sink.onData(buffer, 'cache');
+      sending = false;
+    }
+    return true;
+  } catch (error) {
+    if (signal.aborted) throw signal.reason ?? error;
+    if (sending) throw error;
+    session.logger.warn(
+      { event: 'cache_read_failed', file: session.file.path, err: String(error) },
+      'cached whole file could not be read; reading the sources',
+    );
+    return false;
+  }
+}
+
 /**
  * Whole-file mode (no `chunks`): one sequential read, hashed as it streams,
  * with the last buffer held back until the whole-file digest and size
@@ -190,64 +235,97 @@ export async function sendChunked(
  * A broken or stalled source is resumed from the bytes already hashed. Its
  * memory is the source stream's buffers plus the one held back, not pooled
  * chunks; it reserves a fixed share of the budget for them.
+ *
+ * With the disk cache, a verified cached copy is read first (store label
+ * `cache`), through the same hashing and held-back tail; bytes read from a
+ * source are written to the cache as they stream and kept only when the
+ * digest matched.
  */
-export async function sendWholeFile(options: TransferOptions<WholeFile> & { budget: MemoryBudget }) {
-  const { session, target, signal } = options;
+export async function sendWholeFile(
+  options: TransferOptions<WholeFile> & { budget: MemoryBudget; cache?: WholeFileCache },
+) {
+  const { session, target, signal, cache } = options;
   using _memory = await options.budget.reserve(WHOLE_FILE_RESERVE_BYTES, {
     signal,
     timeoutMs: options.memoryWaitMs,
   });
   const size = session.file.size;
+  const hex = session.file.digest.slice(7);
   const hash = createHash('sha256');
   let offset = 0;
   let extra = false;
-  let held: { bytes: Uint8Array; store: StoreKind } | undefined;
+  let held: { bytes: Uint8Array; store: ChunkOrigin } | undefined;
   let bytes = 0;
-  const send = async (next: { bytes: Uint8Array; store: StoreKind } | undefined) => {
+  const send = async (next: { bytes: Uint8Array; store: ChunkOrigin } | undefined) => {
     if (held) {
       await target.write(held.bytes, held.store);
       bytes += held.bytes.byteLength;
     }
     held = next;
   };
-  const store = await readFromSources(
-    session,
-    // One byte past the end proves the object is not longer than the manifest says.
-    { start: 0, end: size + 1 },
-    {
-      async onData(buffer, _offset, from) {
-        let piece = buffer;
-        if (offset + piece.length > size) {
-          extra = true;
-          piece = piece.subarray(0, size - offset);
-        }
-        if (piece.length === 0) return;
-        hash.update(piece);
-        offset += piece.length;
-        await send({ bytes: piece, store: from });
-      },
-      resumeOffset: () => offset,
+  const cachedPath = await cache?.getFile(hex, size, signal);
+  const writer = cachedPath === undefined ? await cache?.openFile(hex, size) : undefined;
+  const sink = {
+    async onData(buffer: Buffer, from: ChunkOrigin) {
+      let piece = buffer;
+      if (offset + piece.length > size) {
+        extra = true;
+        piece = piece.subarray(0, size - offset);
+      }
+      if (piece.length === 0) return;
+      hash.update(piece);
+      offset += piece.length;
+      if (from !== 'cache') await writer?.write(piece);
+      await send({ bytes: piece, store: from });
     },
-    signal,
-  );
-  let problem: ModelgateError | undefined;
-  const actual = hash.digest();
-  if (offset < size) problem = sizeError(session, `the source ended at byte ${offset}`, store);
-  else if (extra) problem = sizeError(session, `the source holds more than ${size} bytes`, store);
-  else if (!digestEquals(actual, session.file.digest.slice(7))) {
-    problem = mismatchError(
-      session,
-      'the file',
-      session.file.digest,
-      `sha256:${actual.toString('hex')}`,
-      store,
-    );
+    resumeOffset: () => offset,
+  };
+  let committed = false;
+  try {
+    const fromCache = cachedPath !== undefined && (await readCachedCopy(cachedPath, sink, session, signal));
+    const store = fromCache ? 'cache' : await readSources(session, size, sink, signal);
+    const problem = wholeFileProblem(session, { offset, extra, actual: hash.digest(), store });
+    if (problem) {
+      options.onViolation(problem);
+      if (options.onMismatch === 'fail' || offset < size) throw problem;
+    }
+    await send(undefined);
+    await target.end();
+    if (writer && !problem && !fromCache) {
+      committed = true;
+      await writer.commit();
+    }
+    return { bytes };
+  } finally {
+    if (writer && !committed) await writer.abort();
   }
-  if (problem) {
-    options.onViolation(problem);
-    if (options.onMismatch === 'fail' || offset < size) throw problem;
+}
+
+/** The configured sources, from the bytes already hashed to one byte past the end. */
+function readSources(
+  session: SourceSession,
+  size: number,
+  sink: { onData(buffer: Buffer, store: ChunkOrigin): Promise<void>; resumeOffset(): number },
+  signal: AbortSignal,
+): Promise<StoreKind> {
+  const pieces: PieceSink = {
+    onData: (buffer, _offset, from) => sink.onData(buffer, from),
+    resumeOffset: sink.resumeOffset,
+  };
+  // One byte past the end proves the object is not longer than the manifest says.
+  return readFromSources(session, { start: 0, end: size + 1 }, pieces, signal);
+}
+
+function wholeFileProblem(
+  session: SourceSession<WholeFile>,
+  read: { offset: number; extra: boolean; actual: Buffer; store: ChunkOrigin },
+): ModelgateError | undefined {
+  const { offset, extra, actual, store } = read;
+  const size = session.file.size;
+  if (offset < size) return sizeError(session, `the source ended at byte ${offset}`, store);
+  if (extra) return sizeError(session, `the source holds more than ${size} bytes`, store);
+  if (!digestEquals(actual, session.file.digest.slice(7))) {
+    return mismatchError(session, 'the file', session.file.digest, `sha256:${actual.toString('hex')}`, store);
   }
-  await send(undefined);
-  await target.end();
-  return { bytes };
+  return undefined;
 }

@@ -323,6 +323,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     fetcher,
     budget,
     ...(prefetcher ? { prefetcher } : {}),
+    ...(disk ? { disk } : {}),
     admission,
     draining: () => draining,
     quietCatalog: options.quietCatalog ?? false,

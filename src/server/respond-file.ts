@@ -9,7 +9,12 @@ import type { ChunkFetcher } from '../integrity/chunk-fetcher.ts';
 import { reprDigestHeader } from '../integrity/digest.ts';
 import type { MemoryBudget } from '../integrity/memory-budget.ts';
 import { createSourceSession, type StoreLookup } from '../integrity/source-reader.ts';
-import { sendChunked, sendWholeFile, type TransferOptions } from '../integrity/transfer.ts';
+import {
+  sendChunked,
+  sendWholeFile,
+  type TransferOptions,
+  type WholeFileCache,
+} from '../integrity/transfer.ts';
 import type { ByteRange } from '../stores/store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
@@ -23,6 +28,8 @@ export interface FileResponseDeps {
   stores: StoreLookup;
   fetcher: ChunkFetcher;
   budget: MemoryBudget;
+  /** The verified disk cache (`cache:`) for whole-file-mode files; chunks reach it through the fetcher. */
+  disk?: WholeFileCache;
   transfer: TransferConfig;
   pacing: PacingOptions;
   metrics: Metrics;
@@ -164,6 +171,7 @@ async function streamVerified(
         ...options,
         session: createSourceSession(file, sessionDeps),
         budget: deps.budget,
+        ...(deps.disk ? { cache: deps.disk } : {}),
       });
     }
   } catch (error) {

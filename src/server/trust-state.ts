@@ -8,6 +8,7 @@ import { createAuthenticator } from '../identity/authenticator.ts';
 import type { Authenticator } from '../identity/authenticator.types.ts';
 import type { ChunkFetcher } from '../integrity/chunk-fetcher.ts';
 import type { MemoryBudget } from '../integrity/memory-budget.ts';
+import type { WholeFileCache } from '../integrity/transfer.ts';
 import type { AdmissionPolicy } from '../policy/admissible.types.ts';
 import { createBreakGlassVerifier } from '../policy/break-glass.ts';
 import { createEnvironmentPolicy } from '../policy/environments.ts';
@@ -31,6 +32,8 @@ export interface SharedParts {
   budget: MemoryBudget;
   /** Warms the disk cache for `POST …/prefetch` (only with `cache:`); outlives reloads with the cache. */
   prefetcher?: Prefetcher;
+  /** The verified disk cache for whole-file-mode files (only with `cache:`). */
+  disk?: WholeFileCache;
   admission: { tryAcquire(): boolean; release(): void };
   draining(): boolean;
   /** Catalog changes at debug only (all workers of `serve --workers N` but the first). */

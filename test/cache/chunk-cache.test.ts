@@ -153,6 +153,37 @@ describe('the verified disk cache', () => {
     assert.equal(cache.bytes(), 0);
   });
 
+  it('when a whole file is written through openFile, only a committed complete file becomes an entry', async () => {
+    const dir = freshDir();
+    const bytes = randomBytes(300_000);
+    const hex = sha256(bytes);
+    const cache = await createChunkCache({ dir, maxBytes: 1 << 20 });
+    const folderFiles = async () => readdir(entryFolder(dir, hex)).catch((): string[] => []);
+
+    const aborted = await cache.openFile(hex, bytes.length);
+    assert.ok(aborted);
+    await aborted.write(bytes.subarray(0, 1000));
+    await aborted.abort();
+    assert.deepEqual(await folderFiles(), [], 'an aborted write leaves nothing behind');
+
+    const short = await cache.openFile(hex, bytes.length);
+    assert.ok(short);
+    await short.write(bytes.subarray(0, bytes.length - 1));
+    await short.commit();
+    assert.deepEqual(await folderFiles(), [], 'a write shorter than the size is not committed');
+
+    const writer = await cache.openFile(hex, bytes.length);
+    assert.ok(writer);
+    await writer.write(bytes.subarray(0, 100_000));
+    assert.ok(!(await folderFiles()).includes(hex), 'invisible until committed');
+    await writer.write(bytes.subarray(100_000));
+    await writer.commit();
+    assert.deepEqual(await folderFiles(), [hex]);
+    assert.equal(await cache.getFile(hex, bytes.length, signal()), entryPath(dir, hex));
+    assert.equal(await cache.openFile(hex, 2 << 20), undefined, 'a file over maxBytes is not cached');
+    await cache.close();
+  });
+
   it('when a crashed writer left a temp file, sweeps it at start and never lists it as an entry', async () => {
     const dir = freshDir();
     const hex = sha256(Buffer.from('x'));

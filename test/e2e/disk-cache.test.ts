@@ -52,6 +52,16 @@ async function entryBytes(dir: string): Promise<number> {
   return total;
 }
 
+/** The entry at `path` once it exists (a whole file is committed after its response ended). */
+async function waitForEntry(path: string): Promise<Buffer> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const bytes = await readFile(path).catch(() => undefined);
+    if (bytes !== undefined || Date.now() > deadline) return bytes ?? readFile(path);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 interface Published {
   key: string;
   bytes: Buffer;
@@ -72,7 +82,7 @@ describe('the verified disk cache behind serve', { timeout: 180_000 }, () => {
   const originGets = (key: string) =>
     origin.requests().filter((r) => r.method === 'GET' && r.url.includes(`/${BUCKET}/${key}`)).length;
 
-  async function publish(name: string, size: number): Promise<Published> {
+  async function publish(name: string, size: number, chunkSize?: number | null): Promise<Published> {
     const bytes = randomBytesSeeded(size, seed++);
     const key = `${name}.bin`;
     await s3.putObject(BUCKET, key, bytes);
@@ -80,7 +90,14 @@ describe('the verified disk cache behind serve', { timeout: 180_000 }, () => {
       model: name,
       version: '1',
       environment: 'prod',
-      files: [{ path: 'm.bin', bytes, sources: [`s3://${BUCKET}/${key}`] }],
+      files: [
+        {
+          path: 'm.bin',
+          bytes,
+          sources: [`s3://${BUCKET}/${key}`],
+          ...(chunkSize === undefined ? {} : { chunkSize }),
+        },
+      ],
     });
     const jws = await signRelease(manifest, fixture.signer);
     await writeRelease(fixture.releases, name, jws);
@@ -169,6 +186,44 @@ describe('the verified disk cache behind serve', { timeout: 180_000 }, () => {
         await download(proxy, file);
         assert.equal(originGets(file.key), 5, 'the restarted process serves every chunk from the cache');
         assert.equal(await metric(proxy, 'modelgate_source_bytes_total'), 0);
+      } finally {
+        await proxy.stop();
+      }
+    });
+  });
+
+  describe('when a whole-file-mode file is read twice, then its cached copy is corrupted', () => {
+    it('serves the second read from the cache, and detects, deletes, counts and replaces the corrupt copy', async () => {
+      const file = await publish('whole', 3 * MiB + 123, null);
+      assert.equal(file.chunks.length, 0, 'the manifest has no chunks');
+      const digest = createHash('sha256').update(file.bytes).digest('hex');
+      const proxy = await serveWithCache();
+      try {
+        await download(proxy, file);
+        assert.equal(originGets(file.key), 1, 'cold: one source read of the whole file');
+        // The copy is committed (fsync, rename) after the response ended.
+        const cached = await waitForEntry(entryPath(cacheDir, digest));
+        assert.ok(cached.equals(file.bytes), 'the verified file is cached whole under its digest');
+
+        await download(proxy, file);
+        assert.equal(originGets(file.key), 1, 'warm: zero source reads');
+        assert.equal(await metric(proxy, 'modelgate_cache_requests_total', { result: 'hit' }), 1);
+        assert.equal(
+          await metric(proxy, 'modelgate_bytes_served_total', { store: 'cache' }),
+          file.bytes.length,
+        );
+
+        cached[2 * MiB] = (cached[2 * MiB] ?? 0) ^ 0xff;
+        await writeFile(entryPath(cacheDir, digest), cached);
+        await download(proxy, file);
+        assert.equal(originGets(file.key), 2, 'the corrupt copy is not served: the source is read again');
+        assert.equal(await metric(proxy, 'modelgate_cache_requests_total', { result: 'corrupt' }), 1);
+        assert.equal(await metric(proxy, 'modelgate_digest_mismatches_total'), 0, 'no response failed');
+        const rewritten = await waitForEntry(entryPath(cacheDir, digest));
+        assert.ok(rewritten.equals(file.bytes), 'the corrupt copy was replaced by the verified bytes');
+
+        await download(proxy, file);
+        assert.equal(originGets(file.key), 2, 'served from the replaced copy');
       } finally {
         await proxy.stop();
       }

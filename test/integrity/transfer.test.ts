@@ -1,15 +1,22 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { createChunkCache } from '../../src/cache/index.ts';
 import { isChunked } from '../../src/catalog/manifest.ts';
-import type { ChunkedFile } from '../../src/catalog/release.types.ts';
+import type { ChunkedFile, WholeFile } from '../../src/catalog/release.types.ts';
 import { createChunkFetcher } from '../../src/integrity/chunk-fetcher.ts';
 import { createInlineHasher } from '../../src/integrity/hasher.ts';
 import { createMemoryBudget } from '../../src/integrity/memory-budget.ts';
 import { createSourceSession } from '../../src/integrity/source-reader.ts';
-import { sendChunked, type TransferTarget } from '../../src/integrity/transfer.ts';
+import {
+  sendChunked,
+  sendWholeFile,
+  type TransferTarget,
+  type WholeFileCache,
+} from '../../src/integrity/transfer.ts';
 import { createFileStore } from '../../src/stores/file/file-store.ts';
 import type { Store } from '../../src/stores/store.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
@@ -183,6 +190,137 @@ describe('a chunk-mode transfer under memory pressure', () => {
       for (let i = 0; i < 100 && budget.inUseBytes() > 0; i++) await new Promise((r) => setTimeout(r, 10));
       assert.equal(budget.inUseBytes(), 0);
       assert.equal(budget.waiting(), 0);
+    });
+  });
+});
+
+describe('a whole-file transfer with the disk cache', () => {
+  let dir: string;
+  let file: WholeFile;
+  const bytes = randomBytesSeeded(3 * MiB + 17, 43);
+  const hex = createHash('sha256').update(bytes).digest('hex');
+  const timeouts = { connectSeconds: 1, firstByteSeconds: 5, idleSeconds: 5 };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'modelgate-whole-'));
+    const entry = buildManifest({
+      model: 'm',
+      version: '1',
+      environment: 'prod',
+      files: [{ path: 'm.bin', bytes, sources: ['file:m.bin'], chunkSize: null }],
+    }).files[0];
+    assert.ok(entry && !isChunked(entry));
+    file = entry;
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  function start(root: string, cache: WholeFileCache, target: TransferTarget) {
+    const { store, counter } = countingStore(createFileStore({ root, timeouts }));
+    const session = createSourceSession(file, {
+      stores: { forLocation: () => store },
+      transfer: {
+        readAhead: 4,
+        chunkCacheBytes: 0,
+        maxBufferedBytes: 8 * MiB,
+        memoryWaitSeconds: 5,
+        hashWorkers: false,
+        retries: 0,
+        retryBackoffMs: 0,
+        retryBackoffMaxMs: 0,
+        retryBudgetSeconds: 30,
+      },
+      metrics: createMetrics({ defaultMetrics: false }),
+      logger: createLogger({ level: 'silent' }),
+    });
+    const done = sendWholeFile({
+      session,
+      target,
+      signal: new AbortController().signal,
+      onMismatch: 'fail',
+      onViolation: () => {},
+      memoryWaitMs: 5000,
+      budget: createMemoryBudget({ maxBytes: 8 * MiB }),
+      cache,
+    });
+    return { done, counter };
+  }
+
+  function collect() {
+    const received: Buffer[] = [];
+    const target: TransferTarget = {
+      headersSent: true,
+      async write(piece) {
+        received.push(Buffer.from(piece));
+      },
+      async end() {},
+    };
+    return { target, received };
+  }
+
+  describe('when the source holds other bytes than the manifest', () => {
+    it('fails the transfer and caches nothing', async () => {
+      const root = join(dir, 'wrong');
+      const cacheDir = join(dir, 'cache-wrong');
+      await mkdir(root, { recursive: true });
+      const wrong = Buffer.from(bytes);
+      wrong[MiB] = (wrong[MiB] ?? 0) ^ 1;
+      await writeFile(join(root, 'm.bin'), wrong);
+      const cache = await createChunkCache({ dir: cacheDir, maxBytes: 64 * MiB });
+      const { done } = start(root, cache, collect().target);
+      await assert.rejects(done, (error: { code?: string }) => error.code === 'MG_DIGEST_MISMATCH');
+      const left = await readdir(join(cacheDir, 'sha256'), { recursive: true, withFileTypes: true });
+      assert.deepEqual(
+        left.filter((entry) => entry.isFile()).map((entry) => entry.name),
+        [],
+        'no entry and no temp file remain',
+      );
+      await cache.close();
+    });
+  });
+
+  describe('when the cached copy vanishes after it was checked', () => {
+    it('reads the sources instead and sends the verified bytes', async () => {
+      const root = join(dir, 'right');
+      await mkdir(root, { recursive: true });
+      await writeFile(join(root, 'm.bin'), bytes);
+      const real = await createChunkCache({ dir: join(dir, 'cache-vanish'), maxBytes: 64 * MiB });
+      await real.putFile(hex, join(root, 'm.bin'));
+      const cache: WholeFileCache = {
+        async getFile(...args) {
+          const path = await real.getFile(...args);
+          if (path !== undefined) await unlink(path); // evicted by another process right after the check
+          return path;
+        },
+        openFile: (...args) => real.openFile(...args),
+      };
+      const client = collect();
+      const { done, counter } = start(root, cache, client.target);
+      assert.deepEqual(await done, { bytes: bytes.length });
+      assert.ok(Buffer.concat(client.received).equals(bytes));
+      assert.equal(counter.reads, 1);
+      await real.close();
+    });
+  });
+
+  describe('when the client goes away while the cached copy is sent', () => {
+    it('fails the transfer without reading the sources', async () => {
+      const root = join(dir, 'gone');
+      await mkdir(root, { recursive: true });
+      await writeFile(join(root, 'm.bin'), bytes);
+      const cache = await createChunkCache({ dir: join(dir, 'cache-gone'), maxBytes: 64 * MiB });
+      await cache.putFile(hex, join(root, 'm.bin'));
+      let writes = 0;
+      const target: TransferTarget = {
+        headersSent: true,
+        async write() {
+          if (++writes === 2) throw new Error('client went away');
+        },
+        async end() {},
+      };
+      const { done, counter } = start(root, cache, target);
+      await assert.rejects(done, /client went away/);
+      assert.equal(counter.reads, 0, 'a failed send is not a reason to read the sources');
+      await cache.close();
     });
   });
 });
