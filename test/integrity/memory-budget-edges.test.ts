@@ -101,7 +101,13 @@ describe('the memory budget, at its edges', () => {
 
   describe('when memory held only for speed can be given up', () => {
     it('asks the reclaimers before queueing, and grants at once when they freed enough', async () => {
-      const budget = createMemoryBudget({ maxBytes: 2 * MiB });
+      let observed: [number, number] = [-1, -1];
+      const budget = createMemoryBudget({
+        maxBytes: 2 * MiB,
+        observe: (inUse, waiting) => {
+          observed = [inUse, waiting];
+        },
+      });
       let cached: { release(): void } | undefined;
       let calls = 0;
       budget.onPressure(() => {
@@ -118,6 +124,7 @@ describe('the memory budget, at its edges', () => {
       assert.equal(calls, 1);
       assert.equal(budget.waiting(), 0);
       assert.equal(budget.inUseBytes(), MiB);
+      assert.deepEqual(observed, [MiB, 0], 'the grant after reclaiming is observed (metrics)');
       r.release();
     });
   });
@@ -196,6 +203,25 @@ describe('the memory budget, at its edges', () => {
       assert.equal(budget.stats().pool.reused, 1);
       assert.equal(budget.stats().pool.allocated, 1);
       again.release();
+    });
+
+    it('pools the buffer once however often it is released', async () => {
+      const budget = createMemoryBudget({ maxBytes: 4 * MiB });
+      const lease = await budget.leaseChunk(MiB, { signal: never() });
+      lease.release();
+      lease.release();
+      lease[Symbol.dispose]();
+      assert.equal(budget.stats().pool.freeBytes, MiB);
+      assert.equal(budget.inUseBytes(), 0);
+    });
+
+    it('never keeps a buffer larger than the whole budget free', async () => {
+      const budget = createMemoryBudget({ maxBytes: MiB });
+      const huge = await budget.leaseChunk(3 * MiB, { signal: never() });
+      assert.equal(huge.buffer.byteLength, 3 * MiB);
+      huge.release();
+      assert.equal(budget.inUseBytes(), 0);
+      assert.equal(budget.stats().pool.freeBytes, 0);
     });
 
     it('discarding returns the reservation but never pools the buffer', async () => {
