@@ -385,6 +385,140 @@ describe('reading a piece from its sources', () => {
     });
   });
 
+  describe('when the object changes between two pieces of one transfer', () => {
+    for (const direct of [false, true]) {
+      it(`fails the second piece MG_SOURCE_CHANGED (${direct ? 'direct reads' : 'streamed reads'})`, async () => {
+        const name = direct ? 'changing-direct.bin' : 'changing-stream.bin';
+        await writeFile(join(dir, name), BYTES);
+        const s = session([`file:${name}`]);
+        const sinkFor = (start: number): PieceSink => {
+          if (!direct) return collectingSink(start).sink;
+          return {
+            target: new Uint8Array(100),
+            onDirect: () => {},
+            onData: () => {},
+            resumeOffset: () => start,
+          };
+        };
+        await readFromSources(s, { start: 0, end: 100 }, sinkFor(0), new AbortController().signal);
+        const pinned = s.pins.get(`file:${name}`);
+        assert.ok(pinned);
+        await new Promise((r) => setTimeout(r, 20));
+        await writeFile(join(dir, name), Buffer.concat([BYTES, Buffer.from('new')]));
+        await assert.rejects(
+          readFromSources(s, { start: 100, end: 200 }, sinkFor(100), new AbortController().signal),
+          (error) => isModelgateError(error, 'MG_SOURCE_CHANGED'),
+        );
+        assert.equal(s.pins.get(`file:${name}`), pinned, 'the pin is kept');
+      });
+    }
+  });
+
+  describe('when one source failed and the other does not hold the object', () => {
+    it('answers MG_SOURCE_FAILED: not every source said not found', async () => {
+      const s = session(['gs://models/m.bin', 'file:missing.bin']);
+      gcs.failNext(1, 503);
+      const { sink } = collectingSink(0);
+      await assert.rejects(
+        readFromSources(s, { start: 0, end: 10 }, sink, new AbortController().signal),
+        (error) => isModelgateError(error, 'MG_SOURCE_FAILED'),
+      );
+    });
+  });
+
+  describe('when the retry budget is zero and the wait is zero', () => {
+    it('still retries: a retry that ends exactly at the budget is allowed', async () => {
+      const s = session(['gs://models/m.bin'], transferWith({ retries: 1, retryBudgetSeconds: 0 }));
+      gcs.failNext(1, 503);
+      gcs.clearRequests();
+      const { sink, bytes } = collectingSink(0);
+      await readFromSources(s, { start: 0, end: 100 }, sink, new AbortController().signal);
+      assert.deepEqual(bytes(), BYTES.subarray(0, 100));
+      assert.equal(gcs.requests().length, 2);
+    });
+  });
+
+  describe('when a retry is logged', () => {
+    it('logs source_error with the attempt, the reason and the wait', async () => {
+      const lines: Array<Record<string, unknown>> = [];
+      const s = createSourceSession(fileEntry(['gs://models/m.bin']), {
+        stores: lookup,
+        transfer: transferWith({ retries: 1 }),
+        metrics: createMetrics({ defaultMetrics: false }),
+        logger: createLogger({
+          level: 'warn',
+          destination: { write: (line: string) => lines.push(JSON.parse(line)) },
+        }),
+      });
+      gcs.failNext(1, 503);
+      const { sink } = collectingSink(0);
+      await readFromSources(s, { start: 0, end: 100 }, sink, new AbortController().signal);
+      assert.equal(lines.length, 1);
+      const line = lines[0] ?? {};
+      assert.equal(line.event, 'source_error');
+      assert.equal(line.location, 'gs://models/m.bin');
+      assert.equal(line.store, 'gcs');
+      assert.equal(line.code, 'MG_SOURCE_FAILED');
+      assert.equal(line.retry, 1);
+      assert.equal(line.retryReason, 'throttled');
+      assert.equal(line.retryInMs, 0);
+      assert.equal(line.msg, 'source read failed, retrying');
+    });
+  });
+
+  describe('when the body arrives slowly but steadily', () => {
+    it('is not cut by the first-byte timeout: every buffer re-arms the idle timer', async () => {
+      const steady = createGcsStore({
+        apiEndpoint: gcs.url,
+        maxSockets: 2,
+        timeouts: { connectSeconds: 2, firstByteSeconds: 0.3, idleSeconds: 5 },
+      });
+      const s = createSourceSession(fileEntry(['gs://models/m.bin']), {
+        stores: { forLocation: () => steady },
+        transfer: transferWith(),
+        metrics: createMetrics({ defaultMetrics: false }),
+        logger: createLogger({ level: 'silent' }),
+      });
+      gcs.setBodyRate(50);
+      try {
+        const { sink, bytes } = collectingSink(0);
+        await readFromSources(s, { start: 0, end: 5000 }, sink, new AbortController().signal);
+        assert.deepEqual(bytes(), BYTES.subarray(0, 5000));
+      } finally {
+        gcs.setBodyRate(0);
+        await steady.close();
+      }
+    });
+  });
+
+  describe('when the caller goes away during a slow read', () => {
+    it('stops the source read: the rest of the body is never received', async () => {
+      const s = session(['gs://models/m.bin']);
+      const gone = new AbortController();
+      let received = 0;
+      const sink: PieceSink = {
+        onData(buffer) {
+          received += buffer.length;
+          if (received >= 500) gone.abort(new Error('client went away'));
+        },
+        resumeOffset: () => 0,
+      };
+      gcs.setBodyRate(100);
+      try {
+        await assert.rejects(
+          readFromSources(s, { start: 0, end: 20_000 }, sink, gone.signal),
+          /client went away/,
+        );
+        const atAbort = received;
+        await new Promise((r) => setTimeout(r, 200));
+        assert.ok(received < 20_000, `received ${received}`);
+        assert.equal(received, atAbort, 'no buffers after the abort');
+      } finally {
+        gcs.setBodyRate(0);
+      }
+    });
+  });
+
   describe('when the caller has already gone', () => {
     it("rejects with the caller's reason and reads nothing", async () => {
       const s = session(['gs://models/m.bin']);
