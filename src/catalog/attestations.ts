@@ -1,12 +1,9 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Attestation, AttestationLookup } from '../policy/attestations.ts';
+import { isSha256Hex } from '../rules.ts';
+import { IN_TOTO_PAYLOAD_TYPE, IN_TOTO_STATEMENT_V1 } from '../trust/oms.ts';
 import type { CatalogRejection } from './catalog.types.ts';
-
-/** The in-toto Statement v1 type every attestation payload must declare. */
-export const IN_TOTO_STATEMENT_V1 = 'https://in-toto.io/Statement/v1';
-/** DSSE payload type of an in-toto statement. */
-export const IN_TOTO_PAYLOAD_TYPE = 'application/vnd.in-toto+json';
 
 /** Attestations bigger than this are refused unread: a predicate is metadata, not a model. */
 const MAX_ATTESTATION_BYTES = 4 * 1024 * 1024;
@@ -56,7 +53,7 @@ export function parseStatement(envelope: VerifiedEnvelope, file: string): Attest
   const predicateType = s.predicateType;
   const digests = s.subject.flatMap((subject: unknown) => {
     const hex = (subject as { digest?: { sha256?: unknown } } | null)?.digest?.sha256;
-    return typeof hex === 'string' && /^[0-9a-f]{64}$/.test(hex) ? [`sha256:${hex}`] : [];
+    return typeof hex === 'string' && isSha256Hex(hex) ? [`sha256:${hex}`] : [];
   });
   if (digests.length === 0) throw new Error('no subject carries a sha256 digest');
   return [...new Set(digests)].map((release) => ({

@@ -17,7 +17,12 @@ import {
 import { createCatalogLoader, listReleaseFiles } from './catalog-loader.ts';
 import { createCatalogReporter, type RejectedFile } from './catalog-reporter.ts';
 import { createScanScheduler } from './catalog-scheduler.ts';
-import { type CatalogSigner, createReleaseVerifier, type UpstreamSigner } from './release-verifier.ts';
+import {
+  type CatalogSigner,
+  createReleaseVerifier,
+  revokedAt,
+  type UpstreamSigner,
+} from './release-verifier.ts';
 
 export interface CreateCatalogOptions {
   config: CatalogConfig;
@@ -108,8 +113,7 @@ export function createCatalog(options: CreateCatalogOptions): Catalog {
       trustGeneration++;
     }
     for (const signer of options.signers) {
-      const revoked = signer.revoked !== undefined && Date.parse(signer.revoked.at) <= now.getTime();
-      options.metrics.signerRevoked.set({ signer: signer.name }, revoked ? 1 : 0);
+      options.metrics.signerRevoked.set({ signer: signer.name }, revokedAt(signer, now) ? 1 : 0);
     }
   }
 

@@ -44,7 +44,8 @@ interface LoadedTrust {
   specs: readonly CatalogSigner[];
 }
 
-function revokedAt(spec: SignerSpec, now: Date): boolean {
+/** True once the signer's revocation instant has passed. */
+export function revokedAt(spec: SignerSpec, now: Date): boolean {
   return spec.revoked !== undefined && Date.parse(spec.revoked.at) <= now.getTime();
 }
 

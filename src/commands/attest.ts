@@ -3,12 +3,13 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { text as readStream } from 'node:stream/consumers';
 import { parseArgs } from 'node:util';
-import { IN_TOTO_PAYLOAD_TYPE, IN_TOTO_STATEMENT_V1 } from '../catalog/attestations.ts';
+
 import { canonicalJson } from '../catalog/signature.ts';
 import { loadSigningKeyFile, writeFileAtomic } from '../keys.ts';
 import { isValidDigest, isValidModelName } from '../rules.ts';
 import { buildBundle } from '../trust/bundle.ts';
 import { envelopeToJson, preAuthEncoding } from '../trust/dsse.ts';
+import { IN_TOTO_PAYLOAD_TYPE, IN_TOTO_STATEMENT_V1 } from '../trust/oms.ts';
 import { keyFingerprint, signWithKey } from '../trust/public-key.ts';
 import { type Command, EXIT } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';

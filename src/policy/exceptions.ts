@@ -1,4 +1,5 @@
 import type { Release } from '../catalog/release.types.ts';
+import { isValidDigest, isValidModelName } from '../rules.ts';
 import type { DecisionRequest, PolicyFinding, ReleaseViolation } from './admissible.types.ts';
 import { matchesModelGlob } from './grants.ts';
 
@@ -28,6 +29,12 @@ const WAIVABLE: Record<string, ReleaseViolation> = {
 export const WAIVABLE_VIOLATIONS = Object.keys(WAIVABLE);
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** `<model>@sha256:<hex>`, with the model and digest rules every other reference obeys. */
+function isReleaseReference(value: string): boolean {
+  const at = value.lastIndexOf('@');
+  return at > 0 && isValidModelName(value.slice(0, at)) && isValidDigest(value.slice(at + 1));
+}
 
 interface CompiledException {
   config: ExceptionConfig;
@@ -74,7 +81,7 @@ export function exceptionProblems(
     }
     if ((exception.release === undefined) === (exception.models === undefined)) {
       problems.push(`${at}: expected exactly one of release or models`);
-    } else if (exception.release !== undefined && !/^[^@\s]+@sha256:[0-9a-f]{64}$/.test(exception.release)) {
+    } else if (exception.release !== undefined && !isReleaseReference(exception.release)) {
       problems.push(
         `${at}.release: expected <model>@sha256:<64 hex>, got ${JSON.stringify(exception.release)}`,
       );
