@@ -45,6 +45,14 @@ export interface HttpFault {
   resetAfterHeaders?: boolean;
   /** …or forward the origin's answer but end the connection after this many body bytes. */
   cutBodyAfterBytes?: number;
+  /**
+   * …or forward the origin's headers without `Content-Length` (a chunked body)
+   * and end that body cleanly after this many bytes: a complete answer that is
+   * shorter than the range asked for, as a truncating middlebox sends it.
+   */
+  truncateBodyAfterBytes?: number;
+  /** …or forward this many body bytes, then send nothing more while keeping the connection open. */
+  stallBodyAfterBytes?: number;
 }
 
 export interface RecordedRequest {
@@ -53,7 +61,7 @@ export interface RecordedRequest {
   /** As the client sent them (before any stripping). */
   readonly headers: IncomingHttpHeaders;
   /** `origin` when forwarded, else the fault's status (or `reset`). */
-  readonly answeredBy: 'origin' | number | 'reset' | 'reset-after-headers' | 'cut';
+  readonly answeredBy: 'origin' | number | 'reset' | 'reset-after-headers' | 'cut' | 'truncated' | 'stalled';
   /** `performance.now()` when the request arrived. */
   readonly at: number;
 }
@@ -114,6 +122,10 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     const upstream = request(
       { host: '127.0.0.1', port: options.port, method: req.method, path, headers, agent },
       (answer) => {
+        if (fault?.truncateBodyAfterBytes !== undefined) {
+          truncateBody(answer, res, fault.truncateBodyAfterBytes);
+          return;
+        }
         res.writeHead(answer.statusCode ?? 502, answer.rawHeaders);
         if (fault?.resetAfterHeaders) {
           res.flushHeaders();
@@ -124,6 +136,10 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
         }
         if (fault?.cutBodyAfterBytes !== undefined) {
           cutBody(answer, res, fault.cutBodyAfterBytes);
+          return;
+        }
+        if (fault?.stallBodyAfterBytes !== undefined) {
+          relayBytes(answer, res, fault.stallBodyAfterBytes, () => answer.pause());
           return;
         }
         answer.pipe(res);
@@ -137,18 +153,36 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     req.pipe(upstream);
   }
 
-  /** Relays `limit` body bytes, then ends the socket: a clean FIN mid-body, every relayed byte delivered. */
-  function cutBody(answer: IncomingMessage, res: ServerResponse, limit: number) {
+  /** Relays the first `limit` body bytes, then calls `done` once (and relays nothing more). */
+  function relayBytes(answer: IncomingMessage, res: ServerResponse, limit: number, done: () => void) {
     let sent = 0;
     answer.on('data', (chunk: Buffer) => {
       if (sent >= limit) return;
       const piece = chunk.subarray(0, limit - sent);
       sent += piece.length;
       res.write(piece);
-      if (sent >= limit) {
-        answer.destroy();
-        res.socket?.end();
-      }
+      if (sent >= limit) done();
+    });
+  }
+
+  /** Relays `limit` body bytes, then ends the socket: a clean FIN mid-body, every relayed byte delivered. */
+  function cutBody(answer: IncomingMessage, res: ServerResponse, limit: number) {
+    relayBytes(answer, res, limit, () => {
+      answer.destroy();
+      res.socket?.end();
+    });
+  }
+
+  /** The origin's status and headers but a chunked body that ends, well-formed, after `limit` bytes. */
+  function truncateBody(answer: IncomingMessage, res: ServerResponse, limit: number) {
+    const headers: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(answer.headers)) {
+      if (value !== undefined && name !== 'content-length' && name !== 'connection') headers[name] = value;
+    }
+    res.writeHead(answer.statusCode ?? 502, headers);
+    relayBytes(answer, res, limit, () => {
+      answer.destroy();
+      res.end();
     });
   }
 
@@ -163,7 +197,11 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
             ? 'reset-after-headers'
             : fault.cutBodyAfterBytes !== undefined
               ? 'cut'
-              : (fault.status ?? 503);
+              : fault.truncateBodyAfterBytes !== undefined
+                ? 'truncated'
+                : fault.stallBodyAfterBytes !== undefined
+                  ? 'stalled'
+                  : (fault.status ?? 503);
     recorded.push({
       method: req.method ?? '',
       url: req.url ?? '',
@@ -171,7 +209,13 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       answeredBy,
       at: performance.now(),
     });
-    if (fault === undefined || fault.resetAfterHeaders || fault.cutBodyAfterBytes !== undefined) {
+    const forwarded =
+      fault === undefined ||
+      fault.resetAfterHeaders === true ||
+      fault.cutBodyAfterBytes !== undefined ||
+      fault.truncateBodyAfterBytes !== undefined ||
+      fault.stallBodyAfterBytes !== undefined;
+    if (forwarded) {
       forward(req, res, fault);
       return;
     }
