@@ -14,7 +14,7 @@ import {
 import { RELEASE_BUNDLE_SUFFIX as BUNDLE_SUFFIX, verifyReleaseBundle } from '../trust/release-bundle.ts';
 import { TrustRefusedError } from '../trust/trust-error.ts';
 import { createVerifier } from '../trust/verifier.ts';
-import { type Command, EXIT } from './command.types.ts';
+import { type Command, defineCommand, EXIT, type Fail } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
 import {
   checkOms,
@@ -70,34 +70,23 @@ Exit codes:
 /** Where a verify path writes, and how it fails (exit code and one stderr line). */
 interface VerifyContext {
   output: CommandOutput;
-  fail(code: number, message: string): number;
+  fail: Fail;
 }
+
+/** The flags and FILE/DIR arguments as given. */
+type VerifyArgs = ReturnType<typeof parseVerifyArgs>;
 
 /** `modelgate verify` with its output going to `output` (tests pass their own streams). */
 export function createVerifyCommand(output: CommandOutput = process): Command {
-  const fail = (code: number, message: string): number => {
-    output.stderr.write(`modelgate verify: ${message}\n`);
-    return code;
-  };
-  const ctx: VerifyContext = { output, fail };
-
-  return {
+  return defineCommand({
     name: 'verify',
     summary: 'verify a signed release (.jws, .sigstore.json) or an OMS-signed model folder',
     help: HELP,
-
-    async run(args: string[]): Promise<number> {
-      let values: ReturnType<typeof parseVerifyArgs>['values'];
-      let positionals: string[];
-      try {
-        ({ values, positionals } = parseVerifyArgs(args));
-      } catch (error) {
-        return fail(EXIT.usage, `${(error as Error).message} (see modelgate verify --help)`);
-      }
-      if (values.help) {
-        output.stdout.write(HELP);
-        return EXIT.ok;
-      }
+    output,
+    parse: parseVerifyArgs,
+    async run(values, fail) {
+      const ctx: VerifyContext = { output, fail };
+      const { positionals } = values;
       if (values.oms !== undefined) return verifyOms(ctx, values.oms, values, positionals);
       if (positionals.length === 1 && positionals[0]?.endsWith(BUNDLE_SUFFIX)) {
         return verifyBundle(ctx, positionals[0], values);
@@ -112,11 +101,11 @@ export function createVerifyCommand(output: CommandOutput = process): Command {
       }
       return verifyJws(ctx, positionals, values);
     },
-  };
+  });
 }
 
 function parseVerifyArgs(args: string[]) {
-  return parseArgs({
+  const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
     options: {
@@ -125,6 +114,7 @@ function parseVerifyArgs(args: string[]) {
       ...TRUST_OPTIONS,
     },
   });
+  return { ...values, positionals };
 }
 
 function describe(release: VerifiedRelease): string {
@@ -168,7 +158,7 @@ export const verifyCommand: Command = createVerifyCommand();
 async function verifyJws(
   ctx: VerifyContext,
   positionals: string[],
-  values: ReturnType<typeof parseVerifyArgs>['values'],
+  values: VerifyArgs,
 ): Promise<number> {
   if (positionals.length !== 1) {
     return ctx.fail(
@@ -228,7 +218,7 @@ async function verifyJws(
 async function verifyBundle(
   ctx: VerifyContext,
   file: string,
-  values: ReturnType<typeof parseVerifyArgs>['values'],
+  values: VerifyArgs,
 ): Promise<number> {
   if (values.jwks !== undefined || values['ignore-path'] !== undefined) {
     return ctx.fail(
@@ -267,9 +257,8 @@ async function verifyBundle(
 
 async function verifyOms(
   ctx: VerifyContext,
-
   sig: string,
-  values: ReturnType<typeof parseVerifyArgs>['values'],
+  values: VerifyArgs,
   positionals: string[],
 ): Promise<number> {
   if (positionals.length !== 1) {
