@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
 import { writeFileAtomic } from '../keys.ts';
-import { type Command, type CommandIo, defineCommand, EXIT } from './command.types.ts';
+import { type Command, type CommandIo, defineCommand, EXIT, UsageError } from './command.types.ts';
 
 /** Where a command writes; process.stdout / process.stderr unless a test passes its own. */
 export type CommandOutput = CommandIo;
@@ -61,7 +61,7 @@ export function createKeygenCommand(output: CommandOutput = process): Command {
     parse: parseKeygenArgs,
     async run(values, fail) {
       if (values.out === undefined || values.out === '') {
-        return fail(EXIT.usage, '--out DIR is required (see modelgate keygen --help)');
+        throw new UsageError('--out DIR is required');
       }
       const { name } = values;
       if (!NAME_RE.test(name)) {

@@ -14,7 +14,7 @@ import {
 import { RELEASE_BUNDLE_SUFFIX as BUNDLE_SUFFIX, verifyReleaseBundle } from '../trust/release-bundle.ts';
 import { TrustRefusedError } from '../trust/trust-error.ts';
 import { createVerifier } from '../trust/verifier.ts';
-import { type Command, defineCommand, EXIT, type Fail } from './command.types.ts';
+import { type Command, defineCommand, EXIT, type Fail, UsageError } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
 import {
   checkOms,
@@ -94,10 +94,7 @@ export function createVerifyCommand(output: CommandOutput = process): Command {
       if (
         Object.keys(TRUST_OPTIONS).some((name) => values[name as keyof typeof TRUST_OPTIONS] !== undefined)
       ) {
-        return fail(
-          EXIT.usage,
-          `trust options need --oms SIG or a ${BUNDLE_SUFFIX} FILE (see modelgate verify --help)`,
-        );
+        throw new UsageError(`trust options need --oms SIG or a ${BUNDLE_SUFFIX} FILE`);
       }
       return verifyJws(ctx, positionals, values);
     },
@@ -155,25 +152,15 @@ function formatBytes(bytes: number): string {
 export const verifyCommand: Command = createVerifyCommand();
 
 /** A `*.jws` release against `--jwks` keys, or a `*.json` unsigned manifest (shown, exit 1). */
-async function verifyJws(
-  ctx: VerifyContext,
-  positionals: string[],
-  values: VerifyArgs,
-): Promise<number> {
+async function verifyJws(ctx: VerifyContext, positionals: string[], values: VerifyArgs): Promise<number> {
   if (positionals.length !== 1) {
-    return ctx.fail(
-      EXIT.usage,
-      `expected exactly one FILE argument, got ${positionals.length} (see modelgate verify --help)`,
-    );
+    throw new UsageError(`expected exactly one FILE argument, got ${positionals.length}`);
   }
   const [file = ''] = positionals;
   const unsigned = file.endsWith('.json');
   const jwksFiles = values.jwks ?? [];
   if (!unsigned && jwksFiles.length === 0) {
-    return ctx.fail(
-      EXIT.usage,
-      '--jwks FILE is required to verify a signed release (see modelgate verify --help)',
-    );
+    throw new UsageError('--jwks FILE is required to verify a signed release');
   }
 
   let signers: LoadedSigner[];
@@ -215,19 +202,12 @@ async function verifyJws(
 }
 
 /** A `*.sigstore.json` release: the bundle against the trust flags, then the manifest schema. */
-async function verifyBundle(
-  ctx: VerifyContext,
-  file: string,
-  values: VerifyArgs,
-): Promise<number> {
+async function verifyBundle(ctx: VerifyContext, file: string, values: VerifyArgs): Promise<number> {
   if (values.jwks !== undefined || values['ignore-path'] !== undefined) {
-    return ctx.fail(
-      EXIT.usage,
-      `${BUNDLE_SUFFIX} releases take trust flags, not --jwks (see modelgate verify --help)`,
-    );
+    throw new UsageError(`${BUNDLE_SUFFIX} releases take trust flags, not --jwks`);
   }
   const spec = trustSpecFromFlags(values);
-  if (typeof spec === 'string') return ctx.fail(EXIT.usage, `${spec} (see modelgate verify --help)`);
+  if (typeof spec === 'string') throw new UsageError(spec);
   try {
     const verifier = await createVerifier(spec, process.cwd());
     const verified = await verifyReleaseBundle(await readFile(file), [verifier]);
@@ -262,15 +242,11 @@ async function verifyOms(
   positionals: string[],
 ): Promise<number> {
   if (positionals.length !== 1) {
-    return ctx.fail(
-      EXIT.usage,
-      `--oms expects exactly one DIR argument, got ${positionals.length} (see modelgate verify --help)`,
-    );
+    throw new UsageError(`--oms expects exactly one DIR argument, got ${positionals.length}`);
   }
-  if (values.jwks !== undefined)
-    return ctx.fail(EXIT.usage, '--jwks does not apply to --oms (see modelgate verify --help)');
+  if (values.jwks !== undefined) throw new UsageError('--jwks does not apply to --oms');
   const spec = trustSpecFromFlags(values);
-  if (typeof spec === 'string') return ctx.fail(EXIT.usage, `${spec} (see modelgate verify --help)`);
+  if (typeof spec === 'string') throw new UsageError(spec);
   try {
     const check = await checkOms(sig, positionals[0] ?? '', spec, values['ignore-path'] ?? [], null);
     ctx.output.stdout.write(describeOms(check));
