@@ -11,7 +11,7 @@ import { buildBundle } from '../trust/bundle.ts';
 import { envelopeToJson, preAuthEncoding } from '../trust/dsse.ts';
 import { IN_TOTO_PAYLOAD_TYPE, IN_TOTO_STATEMENT_V1 } from '../trust/oms.ts';
 import { keyFingerprint, signWithKey } from '../trust/public-key.ts';
-import { type Command, EXIT } from './command.types.ts';
+import { type Command, defineCommand, EXIT, UsageError } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
 
 const HELP = `Usage: modelgate attest --release MODEL@sha256:HEX --predicate-type URI --predicate FILE
@@ -53,10 +53,9 @@ interface AttestOptions {
   out: string | undefined;
 }
 
-class UsageError extends Error {}
-
-function parse(args: string[]): AttestOptions | 'help' {
-  const { values } = parseArgs({
+/** The flags as given; `attestOptions` checks them. */
+function parseAttestArgs(args: string[]) {
+  return parseArgs({
     args,
     options: {
       release: { type: 'string' },
@@ -68,8 +67,11 @@ function parse(args: string[]): AttestOptions | 'help' {
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
-  });
-  if (values.help) return 'help';
+  }).values;
+}
+
+/** What to attest, from the flags; a missing or malformed one is a `UsageError`. */
+function attestOptions(values: ReturnType<typeof parseAttestArgs>): AttestOptions {
   const need = (name: 'release' | 'predicate-type' | 'predicate' | 'key'): string => {
     const value = values[name];
     if (value === undefined || value === '') throw new UsageError(`--${name} is required`);
@@ -146,25 +148,14 @@ export async function buildAttestation(options: AttestOptions): Promise<string> 
 }
 
 export function createAttestCommand(output: CommandOutput = process): Command {
-  const fail = (code: number, message: string): number => {
-    output.stderr.write(`modelgate attest: ${message}\n`);
-    return code;
-  };
-  return {
+  return defineCommand({
     name: 'attest',
     summary: 'sign an attestation (scan, provenance, license…) about a release',
     help: HELP,
-    async run(args: string[]): Promise<number> {
-      let options: AttestOptions | 'help';
-      try {
-        options = parse(args);
-      } catch (error) {
-        return fail(EXIT.usage, `${(error as Error).message} (see modelgate attest --help)`);
-      }
-      if (options === 'help') {
-        output.stdout.write(HELP);
-        return EXIT.ok;
-      }
+    output,
+    parse: parseAttestArgs,
+    async run(values, fail) {
+      const options = attestOptions(values);
       let text: string;
       try {
         text = await buildAttestation(options);
@@ -183,7 +174,7 @@ export function createAttestCommand(output: CommandOutput = process): Command {
       output.stderr.write(`wrote ${options.out}\n`);
       return EXIT.ok;
     },
-  };
+  });
 }
 
 export const attestCommand: Command = createAttestCommand();

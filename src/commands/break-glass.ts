@@ -5,7 +5,7 @@ import { type Clock, systemClock } from '../clock.ts';
 import { loadPrivateJwkFile } from '../keys.ts';
 import { algorithmOfJwk, BREAK_GLASS_TYP } from '../policy/break-glass.ts';
 import { isValidDigest, isValidModelName } from '../rules.ts';
-import { type Command, EXIT } from './command.types.ts';
+import { type Command, defineCommand, EXIT, UsageError } from './command.types.ts';
 
 const DEFAULT_TTL_SECONDS = 3600;
 /** The proxy's default `breakGlass.maxTtlSeconds` (docs/break-glass.md). */
@@ -51,8 +51,6 @@ export interface BreakGlassCommandOptions {
   clock?: Clock;
 }
 
-class UsageError extends Error {}
-
 /** `90m`, `2h`, `3600s` or `3600` → seconds. */
 function parseDuration(value: string, option: string): number {
   const match = /^(\d+)([smh]?)$/.exec(value.trim());
@@ -90,32 +88,30 @@ interface Request {
   json: boolean;
 }
 
-function parseRequest(args: string[]): Request | 'help' {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        key: { type: 'string' },
-        incident: { type: 'string' },
-        reason: { type: 'string' },
-        'service-account': { type: 'string' },
-        model: { type: 'string' },
-        release: { type: 'string' },
-        ttl: { type: 'string' },
-        'max-ttl': { type: 'string' },
-        kid: { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  if (values.help === true) return 'help';
+/** The flags as given; `breakGlassRequest` checks them. */
+function parseBreakGlassArgs(args: string[]) {
+  return parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      key: { type: 'string' },
+      incident: { type: 'string' },
+      reason: { type: 'string' },
+      'service-account': { type: 'string' },
+      model: { type: 'string' },
+      release: { type: 'string' },
+      ttl: { type: 'string' },
+      'max-ttl': { type: 'string' },
+      kid: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }).values;
+}
 
+/** The token to issue, from the flags; a missing or malformed one is a `UsageError`. */
+function breakGlassRequest(values: ReturnType<typeof parseBreakGlassArgs>): Request {
   const keyFile = required(values, 'key');
   const incident = required(values, 'incident');
   const reason = required(values, 'reason');
@@ -130,19 +126,16 @@ function parseRequest(args: string[]): Request | 'help' {
       `--release: expected sha256:<64 lowercase hex> (the release digest), got ${release}`,
     );
   }
-  const ttlSeconds =
-    values.ttl === undefined ? DEFAULT_TTL_SECONDS : parseDuration(String(values.ttl), '--ttl');
+  const ttlSeconds = values.ttl === undefined ? DEFAULT_TTL_SECONDS : parseDuration(values.ttl, '--ttl');
   const maxTtlSeconds =
-    values['max-ttl'] === undefined
-      ? DEFAULT_MAX_TTL_SECONDS
-      : parseDuration(String(values['max-ttl']), '--max-ttl');
+    values['max-ttl'] === undefined ? DEFAULT_MAX_TTL_SECONDS : parseDuration(values['max-ttl'], '--max-ttl');
   if (ttlSeconds > maxTtlSeconds) {
     throw new UsageError(
       `--ttl: expected at most ${formatDuration(maxTtlSeconds)} (--max-ttl), got ${formatDuration(ttlSeconds)}; ` +
         'the proxy refuses tokens that live longer than breakGlass.maxTtlSeconds',
     );
   }
-  const kid = typeof values.kid === 'string' && values.kid !== '' ? values.kid : undefined;
+  const kid = values.kid === '' ? undefined : values.kid;
   return {
     keyFile,
     incident,
@@ -162,70 +155,72 @@ export function createBreakGlassCommand(options: BreakGlassCommandOptions = {}):
   const stderr = options.stderr ?? ((text: string) => void process.stderr.write(text));
   const clock = options.clock ?? systemClock;
 
-  return {
+  return defineCommand({
     name: 'break-glass',
     summary: 'Issue a short-lived, signed, incident-bound break-glass token',
     help: HELP,
-    async run(args: string[]): Promise<number> {
-      let request: Request | 'help';
+    output: { stdout: { write: stdout }, stderr: { write: stderr } },
+    parse: parseBreakGlassArgs,
+    async run(values, fail) {
+      const request = breakGlassRequest(values);
+      let issued: IssuedToken;
       try {
-        request = parseRequest(args);
+        issued = await issueToken(request, clock);
       } catch (error) {
-        if (!(error instanceof UsageError)) throw error;
-        stderr(`modelgate break-glass: ${error.message}\nRun modelgate break-glass --help for usage.\n`);
-        return EXIT.usage;
+        return fail(EXIT.failure, (error as Error).message);
       }
-      if (request === 'help') {
-        stdout(HELP);
-        return EXIT.ok;
+      const { token, jti } = issued;
+      const expiry = new Date(issued.expiresAt * 1000).toISOString().replace('.000Z', 'Z');
+      if (request.json) {
+        stdout(`${JSON.stringify({ token, expiresAt: expiry, jti, incident: request.incident })}\n`);
+      } else {
+        stdout(`${token}\n`);
       }
-
-      try {
-        const jwk = await loadPrivateJwkFile(request.keyFile);
-        const alg = algorithmOfJwk(jwk);
-        if (alg === undefined) {
-          throw new Error(
-            `${request.keyFile}: expected an ES256, EdDSA, RS256 or PS256 key, got kty ${String(jwk.kty)} alg ${String(jwk.alg)}`,
-          );
-        }
-        const kid =
-          request.kid ?? (typeof jwk.kid === 'string' ? jwk.kid : await calculateJwkThumbprint(jwk));
-        const key = await importJWK(jwk, alg);
-        const issuedAt = Math.floor(clock() / 1000);
-        const expiresAt = issuedAt + request.ttlSeconds;
-        const jti = randomUUID();
-        const token = await new SignJWT({
-          incident: request.incident,
-          reason: request.reason,
-          model: request.model,
-          release: request.release,
-        })
-          .setProtectedHeader({ alg, kid, typ: BREAK_GLASS_TYP })
-          .setSubject(request.serviceAccount)
-          .setIssuedAt(issuedAt)
-          .setExpirationTime(expiresAt)
-          .setJti(jti)
-          .sign(key);
-
-        const expiry = new Date(expiresAt * 1000).toISOString().replace('.000Z', 'Z');
-        if (request.json) {
-          stdout(`${JSON.stringify({ token, expiresAt: expiry, jti, incident: request.incident })}\n`);
-        } else {
-          stdout(`${token}\n`);
-        }
-        stderr(
-          `break-glass token for ${request.serviceAccount} → ${request.model}@${request.release}\n` +
-            `expires ${expiry} (in ${formatDuration(request.ttlSeconds)}), incident ${request.incident}, jti ${jti}\n` +
-            'Reminder: every use is logged and alerted on (ModelgateBreakGlassUsed); ' +
-            `file the post-incident review for ${request.incident}.\n`,
-        );
-        return EXIT.ok;
-      } catch (error) {
-        stderr(`modelgate break-glass: ${(error as Error).message}\n`);
-        return EXIT.failure;
-      }
+      stderr(
+        `break-glass token for ${request.serviceAccount} → ${request.model}@${request.release}\n` +
+          `expires ${expiry} (in ${formatDuration(request.ttlSeconds)}), incident ${request.incident}, jti ${jti}\n` +
+          'Reminder: every use is logged and alerted on (ModelgateBreakGlassUsed); ' +
+          `file the post-incident review for ${request.incident}.\n`,
+      );
+      return EXIT.ok;
     },
-  };
+  });
+}
+
+interface IssuedToken {
+  token: string;
+  jti: string;
+  /** Seconds since the epoch. */
+  expiresAt: number;
+}
+
+/** Signs the token with the key file's private JWK, issued at the clock's now. */
+async function issueToken(request: Request, clock: Clock): Promise<IssuedToken> {
+  const jwk = await loadPrivateJwkFile(request.keyFile);
+  const alg = algorithmOfJwk(jwk);
+  if (alg === undefined) {
+    throw new Error(
+      `${request.keyFile}: expected an ES256, EdDSA, RS256 or PS256 key, got kty ${String(jwk.kty)} alg ${String(jwk.alg)}`,
+    );
+  }
+  const kid = request.kid ?? (typeof jwk.kid === 'string' ? jwk.kid : await calculateJwkThumbprint(jwk));
+  const key = await importJWK(jwk, alg);
+  const issuedAt = Math.floor(clock() / 1000);
+  const expiresAt = issuedAt + request.ttlSeconds;
+  const jti = randomUUID();
+  const token = await new SignJWT({
+    incident: request.incident,
+    reason: request.reason,
+    model: request.model,
+    release: request.release,
+  })
+    .setProtectedHeader({ alg, kid, typ: BREAK_GLASS_TYP })
+    .setSubject(request.serviceAccount)
+    .setIssuedAt(issuedAt)
+    .setExpirationTime(expiresAt)
+    .setJti(jti)
+    .sign(key);
+  return { token, jti, expiresAt };
 }
 
 export const breakGlassCommand: Command = createBreakGlassCommand();

@@ -25,9 +25,18 @@ export interface CommandIo {
 export type Fail = (code: number, message: string) => number;
 
 /**
+ * A wrong or missing flag found while checking the parsed arguments (e.g. deep
+ * in a duration or claim parser): `defineCommand` turns it into exit 2 with a
+ * pointer at `--help`, the same answer as a flag `parseArgs` rejects.
+ */
+export class UsageError extends Error {}
+
+/**
  * The shape every command shares: parse the arguments (a parse error is a
  * usage error pointing at `--help`), answer `--help`, then run the body with
- * a `fail` that names the command. Keeps each command file to what it does.
+ * a `fail` that names the command. A `UsageError` thrown by the body is a
+ * usage error too, so checks on flag values can live beside the parsing
+ * without catching. Keeps each command file to what it does.
  */
 export function defineCommand<P extends { help?: boolean | undefined }>(spec: {
   name: string;
@@ -46,17 +55,24 @@ export function defineCommand<P extends { help?: boolean | undefined }>(spec: {
     summary: spec.summary,
     help: spec.help,
     async run(args: string[]): Promise<number> {
+      const usage = (error: unknown) =>
+        fail(EXIT.usage, `${(error as Error).message} (see modelgate ${spec.name} --help)`);
       let parsed: P;
       try {
         parsed = spec.parse(args);
       } catch (error) {
-        return fail(EXIT.usage, `${(error as Error).message} (see modelgate ${spec.name} --help)`);
+        return usage(error);
       }
       if (parsed.help) {
         spec.output.stdout.write(spec.help);
         return EXIT.ok;
       }
-      return spec.run(parsed, fail);
+      try {
+        return await spec.run(parsed, fail);
+      } catch (error) {
+        if (error instanceof UsageError) return usage(error);
+        throw error;
+      }
     },
   };
 }

@@ -20,7 +20,7 @@ import {
   DEFAULT_TOKEN_FILE,
   readBreakGlassToken,
 } from '../fetch/token-source.ts';
-import type { Command } from './command.types.ts';
+import { type Command, defineCommand } from './command.types.ts';
 
 export { FETCH_EXIT } from '../fetch/exit-codes.ts';
 
@@ -140,39 +140,31 @@ function prefetchReporter(stderr: NodeJS.WriteStream): (state: PrefetchState) =>
   };
 }
 
-/** Parses argv and runs the fetch, printing one line on stderr for a failure. */
-async function runFetch(args: string[]): Promise<number> {
-  const stderr = process.stderr;
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args,
-      allowPositionals: false,
-      strict: true,
-      options: {
-        proxy: { type: 'string' },
-        model: { type: 'string' },
-        release: { type: 'string' },
-        dest: { type: 'string' },
-        'token-file': { type: 'string' },
-        concurrency: { type: 'string' },
-        retries: { type: 'string' },
-        ca: { type: 'string' },
-        'break-glass-file': { type: 'string' },
-        'prefetch-only': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (error) {
-    stderr.write(`modelgate fetch: ${(error as Error).message}\nRun 'modelgate fetch --help' for usage.\n`);
-    return FETCH_EXIT.usage;
-  }
-  if (values.help === true) {
-    process.stdout.write(HELP);
-    return FETCH_EXIT.ok;
-  }
-  const str = (name: string) => values[name] as string | undefined;
+/** The flags as given; `runFetch` checks their values (a bad one is a FETCH_USAGE failure, exit 2). */
+function parseFetchArgs(args: string[]) {
+  return parseArgs({
+    args,
+    allowPositionals: false,
+    strict: true,
+    options: {
+      proxy: { type: 'string' },
+      model: { type: 'string' },
+      release: { type: 'string' },
+      dest: { type: 'string' },
+      'token-file': { type: 'string' },
+      concurrency: { type: 'string' },
+      retries: { type: 'string' },
+      ca: { type: 'string' },
+      'break-glass-file': { type: 'string' },
+      'prefetch-only': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }).values;
+}
 
+/** Runs the fetch, printing one line on stderr for a failure (and one more when a rerun resumes). */
+async function runFetch(values: ReturnType<typeof parseFetchArgs>): Promise<number> {
+  const stderr = process.stderr;
   const controller = new AbortController();
   let interruptedBy: NodeJS.Signals | undefined;
   // As PID 1 of an init container nothing else turns SIGTERM into an exit:
@@ -186,16 +178,16 @@ async function runFetch(args: string[]): Promise<number> {
 
   let reporter: FetchReporter | undefined;
   try {
-    const proxy = parseProxy(required('proxy', str('proxy')));
-    const model = required('model', str('model'));
+    const proxy = parseProxy(required('proxy', values.proxy));
+    const model = required('model', values.model);
     if (!isModelName(model)) throw usage(`--model ${JSON.stringify(model)} is not a valid model name`);
-    const release = required('release', str('release'));
+    const release = required('release', values.release);
     if (!isReleaseRef(release)) {
       throw usage(`--release must be a version or sha256:<64 hex>, got ${JSON.stringify(release)}`);
     }
-    const tokens = chooseTokenSource(str('token-file'), process.env);
-    const ca = await readCa(str('ca'));
-    const breakGlassToken = await readBreakGlassToken(str('break-glass-file'), process.env);
+    const tokens = chooseTokenSource(values['token-file'], process.env);
+    const ca = await readCa(values.ca);
+    const breakGlassToken = await readBreakGlassToken(values['break-glass-file'], process.env);
     const connection = {
       proxy,
       model,
@@ -206,13 +198,13 @@ async function runFetch(args: string[]): Promise<number> {
       ...(breakGlassToken === undefined ? {} : { breakGlassToken }),
     };
     if (values['prefetch-only'] === true) {
-      const retries = integer('retries', str('retries'), 5, 0, 20);
+      const retries = integer('retries', values.retries, 5, 0, 20);
       await prefetchRelease({ ...connection, retries, report: prefetchReporter(stderr) });
       return FETCH_EXIT.ok;
     }
-    const dest = required('dest', str('dest'));
-    const concurrency = integer('concurrency', str('concurrency'), 4, 1, 64);
-    const retries = integer('retries', str('retries'), 5, 0, 20);
+    const dest = required('dest', values.dest);
+    const concurrency = integer('concurrency', values.concurrency, 4, 1, 64);
+    const retries = integer('retries', values.retries, 5, 0, 20);
     reporter = stderr.isTTY ? ttyReporter(stderr) : jsonReporter(stderr);
     await fetchRelease({ ...connection, dest, concurrency, retries, reporter });
     return FETCH_EXIT.ok;
@@ -224,7 +216,7 @@ async function runFetch(args: string[]): Promise<number> {
         });
     const code = exitCodeFor(error, interruptedBy);
     stderr.write(describeFailure(error, code));
-    const dest = str('dest');
+    const { dest } = values;
     const kept = dest === undefined || dest === '' ? 0 : await measureKeptPartials(dest);
     const resume = describeResume(error, kept, dest ?? '');
     if (resume !== undefined) stderr.write(resume);
@@ -235,9 +227,11 @@ async function runFetch(args: string[]): Promise<number> {
   }
 }
 
-export const fetchCommand: Command = {
+export const fetchCommand: Command = defineCommand({
   name: 'fetch',
   summary: 'Download a release through the proxy into a folder, verifying every byte (init containers)',
   help: HELP,
+  output: process,
+  parse: parseFetchArgs,
   run: runFetch,
-};
+});

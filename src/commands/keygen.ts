@@ -3,13 +3,10 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
 import { writeFileAtomic } from '../keys.ts';
-import { type Command, EXIT } from './command.types.ts';
+import { type Command, type CommandIo, defineCommand, EXIT, UsageError } from './command.types.ts';
 
 /** Where a command writes; process.stdout / process.stderr unless a test passes its own. */
-export interface CommandOutput {
-  stdout: { write(text: string): unknown };
-  stderr: { write(text: string): unknown };
-}
+export type CommandOutput = CommandIo;
 
 const KEYGEN_ALGORITHMS = ['ES256', 'EdDSA'] as const;
 type KeygenAlgorithm = (typeof KEYGEN_ALGORITHMS)[number];
@@ -38,51 +35,35 @@ Exit codes:
   2  usage error
 `;
 
+/** `--out`, `--name`, `--alg`, `--kid`, `--force`, `--help`. */
+function parseKeygenArgs(args: string[]) {
+  return parseArgs({
+    args,
+    allowPositionals: false,
+    options: {
+      out: { type: 'string' },
+      name: { type: 'string', default: 'release' },
+      alg: { type: 'string', default: 'ES256' },
+      kid: { type: 'string' },
+      force: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }).values;
+}
+
 /** `modelgate keygen` with its output going to `output` (tests pass their own streams). */
 export function createKeygenCommand(output: CommandOutput = process): Command {
-  const fail = (code: number, message: string): number => {
-    output.stderr.write(`modelgate keygen: ${message}\n`);
-    return code;
-  };
-
-  return {
+  return defineCommand({
     name: 'keygen',
     summary: 'generate a release signing key pair (private JWK + public JWKS)',
     help: HELP,
-
-    async run(args: string[]): Promise<number> {
-      let values: {
-        out?: string;
-        name?: string;
-        alg?: string;
-        kid?: string;
-        force?: boolean;
-        help?: boolean;
-      };
-      try {
-        ({ values } = parseArgs({
-          args,
-          allowPositionals: false,
-          options: {
-            out: { type: 'string' },
-            name: { type: 'string', default: 'release' },
-            alg: { type: 'string', default: 'ES256' },
-            kid: { type: 'string' },
-            force: { type: 'boolean', default: false },
-            help: { type: 'boolean', short: 'h' },
-          },
-        }));
-      } catch (error) {
-        return fail(EXIT.usage, `${(error as Error).message} (see modelgate keygen --help)`);
-      }
-      if (values.help) {
-        output.stdout.write(HELP);
-        return EXIT.ok;
-      }
+    output,
+    parse: parseKeygenArgs,
+    async run(values, fail) {
       if (values.out === undefined || values.out === '') {
-        return fail(EXIT.usage, '--out DIR is required (see modelgate keygen --help)');
+        throw new UsageError('--out DIR is required');
       }
-      const name = values.name ?? 'release';
+      const { name } = values;
       if (!NAME_RE.test(name)) {
         return fail(
           EXIT.usage,
@@ -111,7 +92,7 @@ export function createKeygenCommand(output: CommandOutput = process): Command {
         const kid = values.kid ?? (await calculateJwkThumbprint(publicJwk, 'sha256'));
         const privateJwk = { ...(await exportJWK(privateKey)), kid, alg, use: 'sig' };
         const jwks = { keys: [{ ...publicJwk, kid, alg, use: 'sig' }] };
-        const overwrite = values.force === true;
+        const overwrite = values.force;
         await writeFileAtomic(privateFile, `${JSON.stringify(privateJwk, null, 2)}\n`, 0o600, { overwrite });
         await writeFileAtomic(publicFile, `${JSON.stringify(jwks, null, 2)}\n`, 0o644, { overwrite });
         output.stdout.write(
@@ -125,7 +106,7 @@ export function createKeygenCommand(output: CommandOutput = process): Command {
         return fail(EXIT.failure, (error as Error).message);
       }
     },
-  };
+  });
 }
 
 async function exists(file: string): Promise<boolean> {

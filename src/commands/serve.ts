@@ -14,7 +14,7 @@ import {
 import { runPrimary } from '../server/primary.ts';
 import { holdSignal, type SignalGate } from '../server/signal-gate.ts';
 import { createLogger, type Logger } from '../telemetry/logger.ts';
-import { type Command, EXIT } from './command.types.ts';
+import { type Command, defineCommand, EXIT } from './command.types.ts';
 import { DemoConfigError, type DemoState, prepareDemo } from './demo.ts';
 
 const HELP = `Usage: modelgate serve --config FILE [--workers N] [--demo]
@@ -46,63 +46,27 @@ Exit codes:
   2  usage error or invalid configuration (every problem is listed)
 `;
 
-interface ServeOptions {
-  config: string;
-  workers: number;
-  demo: boolean;
+/** `--config`, `--workers`, `--demo`, `--help`. */
+function parseServeArgs(args: string[]) {
+  return parseArgs({
+    args,
+    options: {
+      config: { type: 'string' },
+      workers: { type: 'string' },
+      demo: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }).values;
 }
 
-type ParsedArgs = { ok: true; options: ServeOptions } | { ok: false; code: number };
-
-function parseServeArgs(args: string[]): ParsedArgs {
-  let values: { config?: string; demo?: boolean; help?: boolean; workers?: string };
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        config: { type: 'string' },
-        workers: { type: 'string' },
-        demo: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (error) {
-    process.stderr.write(`modelgate serve: ${(error as Error).message}\n`);
-    return { ok: false, code: EXIT.usage };
+/** The configuration, its warnings printed; a `ConfigError` (every problem listed) is the caller's to report. */
+function loadAndWarn(file: string): ModelgateConfig {
+  const config = loadConfig(file);
+  // Once, from the process that prints the banner (workers load the configuration in worker-main.ts).
+  for (const w of configWarnings(config)) {
+    process.stderr.write(`modelgate serve: warning: ${config.source}: ${w.path}: ${w.message}\n`);
   }
-  if (values.help) {
-    process.stdout.write(HELP);
-    return { ok: false, code: EXIT.ok };
-  }
-  if (!values.config) {
-    process.stderr.write('modelgate serve: --config FILE is required\n');
-    return { ok: false, code: EXIT.usage };
-  }
-  const workers = values.workers === undefined ? availableParallelism() : Number(values.workers);
-  if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
-    process.stderr.write(
-      `modelgate serve: --workers must be an integer from 1 to 256, got ${values.workers}\n`,
-    );
-    return { ok: false, code: EXIT.usage };
-  }
-  return { ok: true, options: { config: values.config, workers, demo: Boolean(values.demo) } };
-}
-
-function loadOrReport(file: string): ModelgateConfig | undefined {
-  try {
-    const config = loadConfig(file);
-    // Once, from the process that prints the banner (workers load the configuration in worker-main.ts).
-    for (const w of configWarnings(config)) {
-      process.stderr.write(`modelgate serve: warning: ${config.source}: ${w.path}: ${w.message}\n`);
-    }
-    return config;
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`modelgate serve: ${error.message}\n`);
-      return undefined;
-    }
-    throw error;
-  }
+  return config;
 }
 
 /** `serve --workers 1`: one process serves the data and admin listeners. */
@@ -133,36 +97,41 @@ async function runSingleProcess(
   return EXIT.ok;
 }
 
-export const serveCommand: Command = {
+export const serveCommand: Command = defineCommand({
   name: 'serve',
   summary: 'run the proxy',
   help: HELP,
-  async run(args) {
-    // Before any await: a SIGHUP while the server starts must not terminate it (SIGHUP's default action).
+  output: process,
+  parse: parseServeArgs,
+  async run(values, fail) {
+    // Before any await (defineCommand parses synchronously): a SIGHUP while the
+    // server starts must not terminate it (SIGHUP's default action).
     const hup = holdSignal('SIGHUP');
-    const parsed = parseServeArgs(args);
-    if (!parsed.ok) return parsed.code;
-    const { options } = parsed;
+    if (!values.config) return fail(EXIT.usage, '--config FILE is required');
+    const workers = values.workers === undefined ? availableParallelism() : Number(values.workers);
+    if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
+      return fail(EXIT.usage, `--workers must be an integer from 1 to 256, got ${values.workers}`);
+    }
     // Demo secrets are prepared once, by the process that prints the banner (workers run worker-main.ts).
     let demo: DemoState | undefined;
+    let config: ModelgateConfig;
     try {
-      demo = options.demo ? await prepareDemo(options.config) : undefined;
+      demo = values.demo ? await prepareDemo(values.config) : undefined;
+      config = loadAndWarn(values.config);
     } catch (error) {
-      if (!(error instanceof DemoConfigError)) throw error;
-      process.stderr.write(`modelgate serve: ${error.message}\n`);
-      return EXIT.usage;
+      if (error instanceof DemoConfigError || error instanceof ConfigError)
+        return fail(EXIT.usage, error.message);
+      throw error;
     }
-    const config = loadOrReport(options.config);
-    if (!config) return EXIT.usage;
     const logger = createLogger({ level: config.logging.level });
-    if (options.workers === 1) return runSingleProcess(config, logger, hup, demo);
+    if (workers === 1) return runSingleProcess(config, logger, hup, demo);
     return runPrimary({
       config,
-      configPath: options.config,
+      configPath: values.config,
       logger,
-      workers: options.workers,
+      workers,
       hup,
       ...(demo ? { announce: (urls) => process.stderr.write(demo.banner(urls.dataUrl, urls.adminUrl)) } : {}),
     });
   },
-};
+});

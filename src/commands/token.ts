@@ -4,7 +4,7 @@ import { calculateJwkThumbprint, importJWK, type JWK, type JWTPayload, SignJWT }
 import type { IssuerConfig, JwsAlgorithm } from '../config/config.types.ts';
 import { ConfigError, loadConfig } from '../config/load.ts';
 import { KeyFileError, loadJwksFile, loadPrivateJwkFile } from '../keys.ts';
-import { type Command, EXIT } from './command.types.ts';
+import { type Command, defineCommand, EXIT, UsageError } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
 
 const HELP = `Usage: modelgate token --config FILE --issuer NAME --key PRIVATE_JWK --sub SUB
@@ -48,8 +48,6 @@ const DEFAULT_TTL_SECONDS = 600;
 
 /** Claims the flags set; a --claim may not replace them (that would mint a token for another issuer or subject). */
 const RESERVED = new Set(['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti']);
-
-class UsageError extends Error {}
 
 /** `90`, `90s`, `10m`, `1h` → seconds. */
 export function parseDuration(text: string): number {
@@ -107,37 +105,27 @@ interface TokenRequest {
   claims: Record<string, unknown>;
 }
 
-function parseTokenArgs(args: string[]): TokenRequest | 'help' {
-  let values: {
-    config?: string;
-    issuer?: string;
-    key?: string;
-    sub?: string;
-    aud?: string;
-    ttl?: string;
-    claim?: string[];
-    help?: boolean;
-  };
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        config: { type: 'string' },
-        issuer: { type: 'string' },
-        key: { type: 'string' },
-        sub: { type: 'string' },
-        aud: { type: 'string' },
-        ttl: { type: 'string' },
-        claim: { type: 'string', multiple: true },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  if (values.help) return 'help';
+/** The flags as given; `tokenRequest` checks them. */
+function parseTokenArgs(args: string[]) {
+  return parseArgs({
+    args,
+    options: {
+      config: { type: 'string' },
+      issuer: { type: 'string' },
+      key: { type: 'string' },
+      sub: { type: 'string' },
+      aud: { type: 'string' },
+      ttl: { type: 'string' },
+      claim: { type: 'string', multiple: true },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }).values;
+}
+
+/** What to mint, from the flags; a missing or malformed one is a `UsageError`. */
+function tokenRequest(values: ReturnType<typeof parseTokenArgs>): TokenRequest {
   for (const flag of ['config', 'issuer', 'key', 'sub'] as const) {
-    if (!values[flag]) throw new UsageError(`--${flag} is required (see modelgate token --help)`);
+    if (!values[flag]) throw new UsageError(`--${flag} is required`);
   }
   return {
     config: values.config ?? '',
@@ -211,26 +199,25 @@ async function warnWhenKeyUnknown(issuer: IssuerConfig, kid: string, output: Com
 
 /** `modelgate token` with its output going to `output` (tests pass their own streams). */
 export function createTokenCommand(output: CommandOutput = process): Command {
-  return {
+  return defineCommand({
     name: 'token',
     summary: 'mint a workload-style JWT for a configured issuer (development, CI, smoke tests)',
     help: HELP,
-    async run(args: string[]): Promise<number> {
+    output,
+    parse: parseTokenArgs,
+    async run(values, fail) {
+      const request = tokenRequest(values);
+      let token: string;
       try {
-        const request = parseTokenArgs(args);
-        if (request === 'help') {
-          output.stdout.write(HELP);
-          return EXIT.ok;
-        }
-        output.stdout.write(`${await mint(request, output)}\n`);
-        return EXIT.ok;
+        token = await mint(request, output);
       } catch (error) {
-        const usage = error instanceof UsageError || error instanceof ConfigError;
-        output.stderr.write(`modelgate token: ${(error as Error).message}\n`);
-        return usage ? EXIT.usage : EXIT.failure;
+        if (error instanceof UsageError) throw error;
+        return fail(error instanceof ConfigError ? EXIT.usage : EXIT.failure, (error as Error).message);
       }
+      output.stdout.write(`${token}\n`);
+      return EXIT.ok;
     },
-  };
+  });
 }
 
 export const tokenCommand: Command = createTokenCommand();

@@ -14,7 +14,7 @@ import {
 import { RELEASE_BUNDLE_SUFFIX as BUNDLE_SUFFIX, verifyReleaseBundle } from '../trust/release-bundle.ts';
 import { TrustRefusedError } from '../trust/trust-error.ts';
 import { createVerifier } from '../trust/verifier.ts';
-import { type Command, EXIT } from './command.types.ts';
+import { type Command, defineCommand, EXIT, type Fail, UsageError } from './command.types.ts';
 import type { CommandOutput } from './keygen.ts';
 import {
   checkOms,
@@ -70,34 +70,23 @@ Exit codes:
 /** Where a verify path writes, and how it fails (exit code and one stderr line). */
 interface VerifyContext {
   output: CommandOutput;
-  fail(code: number, message: string): number;
+  fail: Fail;
 }
+
+/** The flags and FILE/DIR arguments as given. */
+type VerifyArgs = ReturnType<typeof parseVerifyArgs>;
 
 /** `modelgate verify` with its output going to `output` (tests pass their own streams). */
 export function createVerifyCommand(output: CommandOutput = process): Command {
-  const fail = (code: number, message: string): number => {
-    output.stderr.write(`modelgate verify: ${message}\n`);
-    return code;
-  };
-  const ctx: VerifyContext = { output, fail };
-
-  return {
+  return defineCommand({
     name: 'verify',
     summary: 'verify a signed release (.jws, .sigstore.json) or an OMS-signed model folder',
     help: HELP,
-
-    async run(args: string[]): Promise<number> {
-      let values: ReturnType<typeof parseVerifyArgs>['values'];
-      let positionals: string[];
-      try {
-        ({ values, positionals } = parseVerifyArgs(args));
-      } catch (error) {
-        return fail(EXIT.usage, `${(error as Error).message} (see modelgate verify --help)`);
-      }
-      if (values.help) {
-        output.stdout.write(HELP);
-        return EXIT.ok;
-      }
+    output,
+    parse: parseVerifyArgs,
+    async run(values, fail) {
+      const ctx: VerifyContext = { output, fail };
+      const { positionals } = values;
       if (values.oms !== undefined) return verifyOms(ctx, values.oms, values, positionals);
       if (positionals.length === 1 && positionals[0]?.endsWith(BUNDLE_SUFFIX)) {
         return verifyBundle(ctx, positionals[0], values);
@@ -105,18 +94,15 @@ export function createVerifyCommand(output: CommandOutput = process): Command {
       if (
         Object.keys(TRUST_OPTIONS).some((name) => values[name as keyof typeof TRUST_OPTIONS] !== undefined)
       ) {
-        return fail(
-          EXIT.usage,
-          `trust options need --oms SIG or a ${BUNDLE_SUFFIX} FILE (see modelgate verify --help)`,
-        );
+        throw new UsageError(`trust options need --oms SIG or a ${BUNDLE_SUFFIX} FILE`);
       }
       return verifyJws(ctx, positionals, values);
     },
-  };
+  });
 }
 
 function parseVerifyArgs(args: string[]) {
-  return parseArgs({
+  const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
     options: {
@@ -125,6 +111,7 @@ function parseVerifyArgs(args: string[]) {
       ...TRUST_OPTIONS,
     },
   });
+  return { ...values, positionals };
 }
 
 function describe(release: VerifiedRelease): string {
@@ -165,25 +152,15 @@ function formatBytes(bytes: number): string {
 export const verifyCommand: Command = createVerifyCommand();
 
 /** A `*.jws` release against `--jwks` keys, or a `*.json` unsigned manifest (shown, exit 1). */
-async function verifyJws(
-  ctx: VerifyContext,
-  positionals: string[],
-  values: ReturnType<typeof parseVerifyArgs>['values'],
-): Promise<number> {
+async function verifyJws(ctx: VerifyContext, positionals: string[], values: VerifyArgs): Promise<number> {
   if (positionals.length !== 1) {
-    return ctx.fail(
-      EXIT.usage,
-      `expected exactly one FILE argument, got ${positionals.length} (see modelgate verify --help)`,
-    );
+    throw new UsageError(`expected exactly one FILE argument, got ${positionals.length}`);
   }
   const [file = ''] = positionals;
   const unsigned = file.endsWith('.json');
   const jwksFiles = values.jwks ?? [];
   if (!unsigned && jwksFiles.length === 0) {
-    return ctx.fail(
-      EXIT.usage,
-      '--jwks FILE is required to verify a signed release (see modelgate verify --help)',
-    );
+    throw new UsageError('--jwks FILE is required to verify a signed release');
   }
 
   let signers: LoadedSigner[];
@@ -225,19 +202,12 @@ async function verifyJws(
 }
 
 /** A `*.sigstore.json` release: the bundle against the trust flags, then the manifest schema. */
-async function verifyBundle(
-  ctx: VerifyContext,
-  file: string,
-  values: ReturnType<typeof parseVerifyArgs>['values'],
-): Promise<number> {
+async function verifyBundle(ctx: VerifyContext, file: string, values: VerifyArgs): Promise<number> {
   if (values.jwks !== undefined || values['ignore-path'] !== undefined) {
-    return ctx.fail(
-      EXIT.usage,
-      `${BUNDLE_SUFFIX} releases take trust flags, not --jwks (see modelgate verify --help)`,
-    );
+    throw new UsageError(`${BUNDLE_SUFFIX} releases take trust flags, not --jwks`);
   }
   const spec = trustSpecFromFlags(values);
-  if (typeof spec === 'string') return ctx.fail(EXIT.usage, `${spec} (see modelgate verify --help)`);
+  if (typeof spec === 'string') throw new UsageError(spec);
   try {
     const verifier = await createVerifier(spec, process.cwd());
     const verified = await verifyReleaseBundle(await readFile(file), [verifier]);
@@ -267,21 +237,16 @@ async function verifyBundle(
 
 async function verifyOms(
   ctx: VerifyContext,
-
   sig: string,
-  values: ReturnType<typeof parseVerifyArgs>['values'],
+  values: VerifyArgs,
   positionals: string[],
 ): Promise<number> {
   if (positionals.length !== 1) {
-    return ctx.fail(
-      EXIT.usage,
-      `--oms expects exactly one DIR argument, got ${positionals.length} (see modelgate verify --help)`,
-    );
+    throw new UsageError(`--oms expects exactly one DIR argument, got ${positionals.length}`);
   }
-  if (values.jwks !== undefined)
-    return ctx.fail(EXIT.usage, '--jwks does not apply to --oms (see modelgate verify --help)');
+  if (values.jwks !== undefined) throw new UsageError('--jwks does not apply to --oms');
   const spec = trustSpecFromFlags(values);
-  if (typeof spec === 'string') return ctx.fail(EXIT.usage, `${spec} (see modelgate verify --help)`);
+  if (typeof spec === 'string') throw new UsageError(spec);
   try {
     const check = await checkOms(sig, positionals[0] ?? '', spec, values['ignore-path'] ?? [], null);
     ctx.output.stdout.write(describeOms(check));
