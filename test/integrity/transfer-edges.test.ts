@@ -8,6 +8,7 @@
  * GCS JSON API server) streams buffers.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -347,6 +348,13 @@ describe('verified sending, at its edges', () => {
         await assert.rejects(run.done, (error) => {
           assert.ok(isModelgateError(error, 'MG_DIGEST_MISMATCH'));
           assert.match(error.message, /^the file of m\.bin does not match/);
+          // The audit line and the violation carry what arrived, not only what was expected.
+          assert.equal(
+            error.details.actualDigest,
+            `sha256:${createHash('sha256').update(TAMPERED).digest('hex')}`,
+          );
+          assert.equal(error.details.expectedDigest, whole.digest);
+          assert.equal(error.details.store, kind);
           return true;
         });
         assert.ok(run.client.body().length < SIZE, 'the client never receives the complete body');
@@ -367,6 +375,7 @@ describe('verified sending, at its edges', () => {
         await assert.rejects(run.done, (error) => {
           assert.ok(isModelgateError(error, 'MG_SIZE_MISMATCH'));
           assert.match(error.message, new RegExp(`the source ended at byte ${SHORT.length}$`));
+          assert.deepEqual(error.details, { file: 'm.bin', expectedSize: SIZE, store: kind });
           return true;
         });
         assert.equal(run.client.ended(), 0);

@@ -214,7 +214,12 @@ describe('a whole-file transfer with the disk cache', () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  function start(root: string, cache: WholeFileCache, target: TransferTarget) {
+  function start(
+    root: string,
+    cache: WholeFileCache,
+    target: TransferTarget,
+    logger = createLogger({ level: 'silent' }),
+  ) {
     const { store, counter } = countingStore(createFileStore({ root, timeouts }));
     const session = createSourceSession(file, {
       stores: { forLocation: () => store },
@@ -230,7 +235,7 @@ describe('a whole-file transfer with the disk cache', () => {
         retryBudgetSeconds: 30,
       },
       metrics: createMetrics({ defaultMetrics: false }),
-      logger: createLogger({ level: 'silent' }),
+      logger,
     });
     const done = sendWholeFile({
       session,
@@ -321,6 +326,85 @@ describe('a whole-file transfer with the disk cache', () => {
       await assert.rejects(done, /client went away/);
       assert.equal(counter.reads, 0, 'a failed send is not a reason to read the sources');
       await cache.close();
+    });
+  });
+  /** A client that keeps every piece with the origin it was labelled with. */
+  function labelled() {
+    const pieces: Array<{ bytes: Buffer; store: string }> = [];
+    const target: TransferTarget = {
+      headersSent: true,
+      async write(piece, store) {
+        pieces.push({ bytes: Buffer.from(piece), store });
+      },
+      async end() {},
+    };
+    return {
+      target,
+      body: () => Buffer.concat(pieces.map((p) => p.bytes)),
+      stores: () => new Set(pieces.map((p) => p.store)),
+    };
+  }
+
+  describe('when a whole file is read from its source with the cache on', () => {
+    it('keeps a verified copy once the digest matched, and the next transfer reads only that copy', async () => {
+      const root = join(dir, 'fill');
+      await mkdir(root, { recursive: true });
+      await writeFile(join(root, 'm.bin'), bytes);
+      const warnings: Array<Record<string, unknown>> = [];
+      const logger = createLogger({
+        level: 'warn',
+        destination: { write: (line: string) => warnings.push(JSON.parse(line)) },
+      });
+      const cache = await createChunkCache({ dir: join(dir, 'cache-fill'), maxBytes: 64 * MiB });
+      const cold = labelled();
+      const first = start(root, cache, cold.target, logger);
+      assert.deepEqual(await first.done, { bytes: bytes.length });
+      assert.ok(cold.body().equals(bytes));
+      assert.deepEqual([...cold.stores()], ['file']);
+      assert.equal(first.counter.reads, 1);
+      assert.deepEqual(warnings, [], 'a cache miss is not a failed cache read');
+
+      const path = await cache.getFile(hex, bytes.length, new AbortController().signal);
+      assert.ok(path !== undefined, 'the verified file was committed to the cache');
+
+      const warm = labelled();
+      const second = start(root, cache, warm.target, logger);
+      assert.deepEqual(await second.done, { bytes: bytes.length });
+      assert.ok(warm.body().equals(bytes));
+      assert.deepEqual([...warm.stores()], ['cache'], 'every piece comes from the cached copy');
+      assert.equal(second.counter.reads, 0, 'the source is not read again');
+      await cache.close();
+    });
+  });
+
+  describe('when the cached copy cannot be read', () => {
+    it('logs cache_read_failed once and sends the verified bytes from the source', async () => {
+      const root = join(dir, 'unreadable');
+      await mkdir(root, { recursive: true });
+      await writeFile(join(root, 'm.bin'), bytes);
+      const real = await createChunkCache({ dir: join(dir, 'cache-unreadable'), maxBytes: 64 * MiB });
+      // A checked copy that is a folder by the time it is read: the read fails with EISDIR.
+      const folder = join(dir, 'not-a-file');
+      await mkdir(folder, { recursive: true });
+      const cache: WholeFileCache = {
+        getFile: async () => folder,
+        openFile: (...args) => real.openFile(...args),
+      };
+      const warnings: Array<Record<string, unknown>> = [];
+      const logger = createLogger({
+        level: 'warn',
+        destination: { write: (line: string) => warnings.push(JSON.parse(line)) },
+      });
+      const client = labelled();
+      const { done, counter } = start(root, cache, client.target, logger);
+      assert.deepEqual(await done, { bytes: bytes.length });
+      assert.ok(client.body().equals(bytes));
+      assert.deepEqual([...client.stores()], ['file']);
+      assert.equal(counter.reads, 1);
+      assert.equal(warnings.length, 1);
+      assert.equal(warnings[0]?.event, 'cache_read_failed');
+      assert.equal(warnings[0]?.file, 'm.bin');
+      await real.close();
     });
   });
 });
