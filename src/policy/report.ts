@@ -23,7 +23,8 @@ function label(release: Release): string {
 
 function daysLeft(expires: string, now: number): string {
   const days = (Date.parse(expires) - now) / DAY_MS;
-  return days < 0 ? `expired ${(-days).toFixed(1)} days ago` : `${days.toFixed(1)} days left`;
+  // At the expiry instant the register already treats the exception as expired (`expires` is exclusive).
+  return days <= 0 ? `expired ${(-days).toFixed(1)} days ago` : `${days.toFixed(1)} days left`;
 }
 
 /** The lines for one environment: counts, each inadmissible release with what it lacks, exceptions. */
