@@ -1,0 +1,92 @@
+/**
+ * What the authenticator tells `/readyz` about its issuers, found unguarded
+ * by the identity mutation run (only the server-level readiness tests reached
+ * it): ready only when every issuer's keys loaded, which issuers are pending,
+ * and a one-line reason per pending issuer, before and after a failed load,
+ * and once the keys arrive in the background.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createAuthenticator, type TokenAuthenticator } from '../../src/identity/authenticator.ts';
+import { freePort } from '../helpers/ports.ts';
+import { generateTestKey } from '../helpers/tokens.ts';
+import { issuerConfig, serviceAccount } from './fixtures.ts';
+
+describe('when one of two issuers has keys and the other has not', () => {
+  let dir: string;
+  let jwksFile: string;
+  let missingFile: string;
+  let closedPortUri: string;
+  let authenticator: TokenAuthenticator;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mg-authenticator-ready-'));
+    const key = await generateTestKey('RS256', 'k1');
+    jwksFile = join(dir, 'jwks.json');
+    await writeFile(jwksFile, JSON.stringify({ keys: [key.publicJwk] }));
+    missingFile = join(dir, 'later.json');
+    closedPortUri = `http://127.0.0.1:${await freePort()}/jwks`;
+    authenticator = createAuthenticator({
+      issuers: [
+        issuerConfig({ name: 'loaded', issuer: 'https://loaded.example.com', jwksFile }),
+        // Retried in the background every cooldownSeconds (at least 1 s).
+        issuerConfig({
+          name: 'later',
+          issuer: 'https://later.example.com',
+          jwksFile: missingFile,
+          cooldownSeconds: 1,
+        }),
+        issuerConfig({
+          name: 'down',
+          issuer: 'https://down.example.com',
+          jwksUri: closedPortUri,
+          timeoutSeconds: 2,
+        }),
+      ],
+      serviceAccounts: [
+        serviceAccount({ name: 'sa', issuer: 'loaded', subject: 'system:serviceaccount:a:b' }),
+      ],
+      tokenCacheEntries: 0,
+    });
+  });
+  after(async () => {
+    authenticator.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('before start, has read the key files already and names the URI issuer "keys not loaded yet"', () => {
+    assert.equal(authenticator.isReady(), false);
+    assert.deepEqual(authenticator.pendingIssuers(), ['later', 'down']);
+    const problems = authenticator.issuerKeyProblems();
+    assert.match(problems.later ?? '', /ENOENT/);
+    assert.equal(problems.down, 'keys not loaded yet');
+  });
+
+  it('after start, is not ready and names only the issuers without keys, each with its reason', async () => {
+    await authenticator.start();
+    assert.equal(authenticator.isReady(), false, 'one issuer with keys is not enough');
+    assert.deepEqual(authenticator.pendingIssuers(), ['later', 'down']);
+    const problems = authenticator.issuerKeyProblems();
+    assert.deepEqual(Object.keys(problems), ['later', 'down']);
+    assert.match(problems.later ?? '', /ENOENT/, 'the file error as Node reports it');
+    assert.ok(!(problems.later ?? '').includes('\n    at '), 'one line, no stack');
+    // A fetch error's own message says little ("fetch failed"); its cause names the refused connection.
+    assert.match(problems.down ?? '', /ECONNREFUSED/);
+    assert.ok((problems.down ?? '').length <= 300);
+  });
+
+  it('once the missing key file appears, loads it in the background and drops it from the problems', async () => {
+    const key = await generateTestKey('RS256', 'k2');
+    await writeFile(missingFile, JSON.stringify({ keys: [key.publicJwk] }));
+    const deadline = Date.now() + 10_000;
+    while (authenticator.pendingIssuers().includes('later') && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.deepEqual(authenticator.pendingIssuers(), ['down']);
+    assert.deepEqual(Object.keys(authenticator.issuerKeyProblems()), ['down']);
+    assert.equal(authenticator.isReady(), false);
+  });
+});
