@@ -41,12 +41,25 @@ export function policyConfig(config: Partial<PolicyConfig> = {}): PolicyConfig {
 
 let counter = 0;
 
-/** A verified, trusted in-memory release (a fresh digest each call). */
+/** A distinct 64-hex release digest on every call. */
+export function nextDigest(): string {
+  counter += 1;
+  return `sha256:${counter.toString(16).padStart(64, 'a')}`;
+}
+
+/** A verified, trusted in-memory release (a fresh digest and version each call unless given). */
 export function testRelease(
   model: string,
-  options: { environment?: string; version?: string; parent?: string; trust?: ReleaseTrust } = {},
+  options: {
+    environment?: string;
+    version?: string;
+    parent?: string;
+    trust?: ReleaseTrust;
+    digest?: string;
+    signer?: string;
+  } = {},
 ): Release {
-  counter += 1;
+  const digest = options.digest ?? nextDigest();
   const manifest: Manifest = {
     schema: 'modelgate/release/v1',
     model,
@@ -60,10 +73,10 @@ export function testRelease(
     model,
     version: manifest.version,
     environment: manifest.environment,
-    digest: `sha256:${counter.toString(16).padStart(64, 'a')}`,
+    digest,
     payload: Buffer.from('{}'),
     manifest,
-    signer: 'ci',
+    signer: options.signer ?? 'ci',
     trust: options.trust ?? 'trusted',
     sourceFile: `/catalog/${model}.jws`,
     files: new Map(),
