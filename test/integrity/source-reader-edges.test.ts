@@ -25,8 +25,9 @@ import { createFileStore } from '../../src/stores/file/file-store.ts';
 import { createGcsStore } from '../../src/stores/gcs/gcs-store.ts';
 import type { Store } from '../../src/stores/store.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
-import { createMetrics, type Metrics } from '../../src/telemetry/metrics.ts';
+import { createMetrics } from '../../src/telemetry/metrics.ts';
 import { type GcsServer, startGcsServer } from '../helpers/gcs-server.ts';
+import { seriesValue } from '../helpers/metric-values.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
 
 const BYTES = randomBytesSeeded(64 * 1024 + 17, 5);
@@ -61,17 +62,6 @@ function collectingSink(start: number) {
     resumeOffset: () => next,
   };
   return { sink, bytes: () => Buffer.concat(parts), offsets };
-}
-
-async function counterValue(
-  counter: Metrics['sourceRequests'] | Metrics['sourceRetries'] | Metrics['sourceBytes'],
-  labels: Record<string, string>,
-): Promise<number> {
-  const { values } = await counter.get();
-  const found = values.find((v) =>
-    Object.entries(labels).every(([k, want]) => (v.labels as Record<string, unknown>)[k] === want),
-  );
-  return found?.value ?? 0;
 }
 
 function fileEntry(sources: string[], size = BYTES.length): ManifestFile {
@@ -163,8 +153,8 @@ describe('reading a piece from its sources', () => {
       assert.equal(kind, 'file');
       assert.deepEqual(bytes(), BYTES.subarray(1000, 40_000));
       assert.ok(s.pins.get('file:m.bin'), 'the version first seen is pinned');
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'file', outcome: 'ok' }), 1);
-      assert.equal(await counterValue(s.metrics.sourceBytes, { store: 'file' }), 39_000);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'file', outcome: 'ok' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceBytes, { store: 'file' }), 39_000);
     });
 
     it('fills the target directly when the sink offers one, and reports the count once', async () => {
@@ -184,8 +174,8 @@ describe('reading a piece from its sources', () => {
       assert.deepEqual(direct, [5000]);
       assert.deepEqual(Buffer.from(target), BYTES.subarray(200, 5200));
       assert.ok(s.pins.get('file:m.bin'));
-      assert.equal(await counterValue(s.metrics.sourceBytes, { store: 'file' }), 5000);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'file', outcome: 'ok' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceBytes, { store: 'file' }), 5000);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'file', outcome: 'ok' }), 1);
     });
 
     it('reads only to the end of the object when asked for one byte more (the final piece)', async () => {
@@ -212,7 +202,7 @@ describe('reading a piece from its sources', () => {
         (error) => isModelgateError(error, 'MG_SOURCE_CHANGED'),
       );
       assert.equal(gcs.requests().length, 0);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'file', outcome: 'changed' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'file', outcome: 'changed' }), 1);
     });
   });
 
@@ -224,9 +214,9 @@ describe('reading a piece from its sources', () => {
       assert.equal(kind, 'gcs');
       assert.deepEqual(bytes(), BYTES.subarray(0, 3000));
       assert.equal(s.preferred, 1);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'file', outcome: 'not_found' }), 1);
-      assert.equal(await counterValue(s.metrics.sourceRetries, { store: 'file', reason: 'connection' }), 0);
-      assert.equal(await counterValue(s.metrics.sourceBytes, { store: 'gcs' }), 3000);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'file', outcome: 'not_found' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRetries, { store: 'file', reason: 'connection' }), 0);
+      assert.equal(await seriesValue(s.metrics.sourceBytes, { store: 'gcs' }), 3000);
     });
 
     it('starts at the preferred source next time and wraps around to the others', async () => {
@@ -281,9 +271,9 @@ describe('reading a piece from its sources', () => {
         'gcs',
       );
       assert.deepEqual(bytes(), BYTES.subarray(0, 2000));
-      assert.equal(await counterValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'throttled' }), 2);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'error' }), 2);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'ok' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'throttled' }), 2);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'error' }), 2);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'ok' }), 1);
     });
   });
 
@@ -299,7 +289,7 @@ describe('reading a piece from its sources', () => {
       );
       assert.deepEqual(bytes(), BYTES.subarray(0, 100));
       assert.equal(gcs.requests().length, 2);
-      assert.equal(await counterValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'throttled' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'throttled' }), 1);
       assert.equal(s.preferred, 1);
     });
 
@@ -338,7 +328,7 @@ describe('reading a piece from its sources', () => {
       );
       assert.ok(performance.now() - started < 20_000, 'did not sleep the backoff');
       assert.equal(gcs.requests().length, 1);
-      assert.equal(await counterValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'throttled' }), 0);
+      assert.equal(await seriesValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'throttled' }), 0);
     });
   });
 
@@ -377,7 +367,7 @@ describe('reading a piece from its sources', () => {
           readFromSources(s, { start: 0, end: 100 }, sink, new AbortController().signal),
           (error) => isModelgateError(error, 'MG_SOURCE_TIMEOUT'),
         );
-        assert.equal(await counterValue(metrics.sourceRequests, { store: 'gcs', outcome: 'timeout' }), 1);
+        assert.equal(await seriesValue(metrics.sourceRequests, { store: 'gcs', outcome: 'timeout' }), 1);
       } finally {
         gcs.setDelay(0);
         await slow.close();
@@ -545,7 +535,7 @@ describe('reading a piece from its sources', () => {
       };
       await assert.rejects(readFromSources(s, { start: 0, end: 100 }, sink, gone.signal), /client went away/);
       assert.equal(gcs.requests().length, 0);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'file', outcome: 'error' }), 0);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'file', outcome: 'error' }), 0);
     });
   });
 
@@ -570,9 +560,9 @@ describe('reading a piece from its sources', () => {
       await readFromSources(s, { start: 0, end: BYTES.length }, sink, new AbortController().signal);
       assert.ok(broke, 'the test broke the stream');
       assert.deepEqual(Buffer.concat(parts), BYTES);
-      assert.equal(await counterValue(s.metrics.sourceRetries, { store: 'file', reason: 'connection' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRetries, { store: 'file', reason: 'connection' }), 1);
       // Bytes are counted as read from the source, the re-read included.
-      assert.ok((await counterValue(s.metrics.sourceBytes, { store: 'file' })) > BYTES.length);
+      assert.ok((await seriesValue(s.metrics.sourceBytes, { store: 'file' })) > BYTES.length);
     });
   });
 });

@@ -16,9 +16,10 @@ import { createSourceSession, type PieceSink, readFromSources } from '../../src/
 import { createGcsStore } from '../../src/stores/gcs/gcs-store.ts';
 import type { Store } from '../../src/stores/store.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
-import { createMetrics, type Metrics } from '../../src/telemetry/metrics.ts';
+import { createMetrics } from '../../src/telemetry/metrics.ts';
 import { type GcsServer, startGcsServer } from '../helpers/gcs-server.ts';
 import { type HttpFaultProxy, rangeOf, startHttpFaultProxy } from '../helpers/http-fault-proxy.ts';
+import { seriesValue } from '../helpers/metric-values.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
 
 const SIZE = 200 * 1024;
@@ -53,17 +54,6 @@ function collectingSink() {
     resumeOffset: () => next,
   };
   return { sink, bytes: () => Buffer.concat(parts) };
-}
-
-async function counterValue(
-  counter: Metrics['sourceRequests'] | Metrics['sourceRetries'],
-  labels: Record<string, string>,
-): Promise<number> {
-  const { values } = await counter.get();
-  const found = values.find((v) =>
-    Object.entries(labels).every(([k, want]) => (v.labels as Record<string, unknown>)[k] === want),
-  );
-  return found?.value ?? 0;
 }
 
 describe('reading a source whose body goes wrong half-way', () => {
@@ -120,10 +110,10 @@ describe('reading a source whose body goes wrong half-way', () => {
       assert.deepEqual(bytes(), BYTES);
       assert.ok(performance.now() - started >= IDLE_SECONDS * 1000 * 0.9, 'waited for the idle timeout');
       assert.deepEqual(mediaRanges(), [`bytes=0-${SIZE - 1}`, `bytes=50000-${SIZE - 1}`]);
-      assert.equal(await counterValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'timeout' }), 1);
-      assert.equal(await counterValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'connection' }), 0);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'timeout' }), 1);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'ok' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'timeout' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'connection' }), 0);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'timeout' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'ok' }), 1);
     });
 
     it('without retries, fails MG_SOURCE_TIMEOUT (not a generic failure) once the idle timeout passed', async () => {
@@ -137,7 +127,7 @@ describe('reading a source whose body goes wrong half-way', () => {
       );
       assert.equal(bytes().length, 50_000, 'the bytes before the stall were delivered');
       assert.equal(mediaRanges().length, 1);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'timeout' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'timeout' }), 1);
     });
   });
 
@@ -149,8 +139,8 @@ describe('reading a source whose body goes wrong half-way', () => {
       await readFromSources(s, { start: 0, end: SIZE }, sink, new AbortController().signal);
       assert.deepEqual(bytes(), BYTES);
       assert.deepEqual(mediaRanges(), [`bytes=0-${SIZE - 1}`, `bytes=70000-${SIZE - 1}`]);
-      assert.equal(await counterValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'connection' }), 1);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'error' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'connection' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'error' }), 1);
     });
 
     it('without retries, fails MG_SOURCE_FAILED whose cause says where the stream ended', async () => {
@@ -173,7 +163,7 @@ describe('reading a source whose body goes wrong half-way', () => {
       const { sink, bytes } = collectingSink();
       await readFromSources(s, { start: 0, end: SIZE + 1 }, sink, new AbortController().signal);
       assert.deepEqual(bytes(), BYTES);
-      assert.equal(await counterValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'ok' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRequests, { store: 'gcs', outcome: 'ok' }), 1);
     });
   });
 
@@ -185,7 +175,7 @@ describe('reading a source whose body goes wrong half-way', () => {
       await readFromSources(s, { start: 0, end: SIZE }, sink, new AbortController().signal);
       assert.deepEqual(bytes(), BYTES);
       assert.deepEqual(mediaRanges(), [`bytes=0-${SIZE - 1}`, `bytes=0-${SIZE - 1}`]);
-      assert.equal(await counterValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'connection' }), 1);
+      assert.equal(await seriesValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'connection' }), 1);
     });
 
     it('without retries, fails MG_SOURCE_FAILED naming the location, with the transport error as its cause', async () => {

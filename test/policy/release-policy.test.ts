@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Manifest, Release, ReleaseTrust } from '../../src/catalog/release.types.ts';
+import type { Release } from '../../src/catalog/release.types.ts';
 import type { PolicyDecision } from '../../src/policy/admissible.types.ts';
 import type { Attestation, AttestationRequirement } from '../../src/policy/attestations.ts';
 import { type ConditionConfig, compileCondition } from '../../src/policy/conditions.ts';
@@ -12,39 +12,13 @@ import {
 } from '../../src/policy/exceptions.ts';
 import { SLSA_PROVENANCE_V1 } from '../../src/policy/lineage.ts';
 import { createReleasePolicy, type EnvironmentGates } from '../../src/policy/release-policy.ts';
+import { testRelease } from './policy-world.ts';
 
 const SCAN = 'https://modelgate.dev/attestation/scan/v1';
 const BUILDER = 'https://github.com/acme/ml/.github/workflows/release.yml@refs/heads/main';
 const NOW = Date.parse('2026-11-25T12:00:00Z');
 
-let counter = 0;
-function release(
-  model: string,
-  options: { parent?: string; trust?: ReleaseTrust; environment?: string } = {},
-): Release {
-  const hex = (++counter).toString(16).padStart(64, '0');
-  const manifest: Manifest = {
-    schema: 'modelgate/release/v1',
-    model,
-    version: `v${counter}`,
-    environment: options.environment ?? 'prod',
-    created: '2026-11-25T10:00:00Z',
-    files: [],
-  };
-  if (options.parent !== undefined) manifest.parent = options.parent;
-  return {
-    model,
-    version: manifest.version,
-    environment: manifest.environment,
-    digest: `sha256:${hex}`,
-    payload: Buffer.from('{}'),
-    manifest,
-    signer: 'ci',
-    trust: options.trust ?? 'trusted',
-    sourceFile: `/catalog/${model}.jws`,
-    files: new Map(),
-  };
-}
+const release = testRelease;
 
 function attestation(
   subject: Release,
