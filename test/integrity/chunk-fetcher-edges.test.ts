@@ -8,26 +8,13 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createChunkCache } from '../../src/cache/index.ts';
-import { isChunked } from '../../src/catalog/manifest.ts';
-import type { ChunkedFile } from '../../src/catalog/release.types.ts';
-import type { TransferConfig } from '../../src/config/config.types.ts';
-import { createChunkFetcher } from '../../src/integrity/chunk-fetcher.ts';
-import { createInlineHasher } from '../../src/integrity/hasher.ts';
-import { createMemoryBudget } from '../../src/integrity/memory-budget.ts';
-import { createSourceSession } from '../../src/integrity/source-reader.ts';
-import { createFileStore } from '../../src/stores/file/file-store.ts';
-import { createGcsStore } from '../../src/stores/gcs/gcs-store.ts';
-import type { Store } from '../../src/stores/store.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
-import { createMetrics } from '../../src/telemetry/metrics.ts';
-import { type GcsServer, startGcsServer } from '../helpers/gcs-server.ts';
+import { type FetcherFixture, live, settle, startFetcherFixture } from '../helpers/chunk-fetcher-fixture.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
-import { buildManifest } from '../helpers/releases.ts';
 
 const CHUNK = 4096;
 const SIZE = 3 * CHUNK + 300;
@@ -41,86 +28,17 @@ const OBJECTS: Record<string, Buffer> = {
   'long.bin': Buffer.concat([BYTES, Buffer.from('x')]),
 };
 
-const transfer: TransferConfig = {
-  readAhead: 2,
-  chunkCacheBytes: 0,
-  maxBufferedBytes: 64 * CHUNK,
-  memoryWaitSeconds: 5,
-  hashWorkers: false,
-  retries: 0,
-  retryBackoffMs: 0,
-  retryBackoffMaxMs: 0,
-  retryBudgetSeconds: 30,
-};
-
 const hex = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
-const live = () => new AbortController().signal;
-
-async function settle(check: () => boolean) {
-  for (let i = 0; i < 300 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
-}
 
 describe('the chunk fetcher, at its edges', () => {
-  let dir: string;
-  let gcs: GcsServer;
-  let stores: Record<'file' | 'gcs', Store>;
-  const entry = buildManifest({
-    model: 'm',
-    version: '1',
-    environment: 'prod',
-    files: [{ path: 'm.bin', bytes: BYTES, sources: ['x'], chunkSize: CHUNK }],
-  }).files[0];
-  assert.ok(entry && isChunked(entry));
-  const manifestFile: ChunkedFile = entry;
-
+  let fx: FetcherFixture;
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'modelgate-fetcher-edges-'));
-    gcs = await startGcsServer();
-    for (const [name, bytes] of Object.entries(OBJECTS)) {
-      await writeFile(join(dir, name), bytes);
-      gcs.putObject('models', name, bytes);
-    }
-    stores = {
-      file: createFileStore({
-        root: dir,
-        timeouts: { connectSeconds: 1, firstByteSeconds: 5, idleSeconds: 5 },
-      }),
-      gcs: createGcsStore({
-        apiEndpoint: gcs.url,
-        maxSockets: 8,
-        timeouts: { connectSeconds: 2, firstByteSeconds: 5, idleSeconds: 5 },
-      }),
-    };
+    fx = await startFetcherFixture({ chunkSize: CHUNK, bytes: BYTES, objects: OBJECTS });
   });
-  after(async () => {
-    await stores.gcs.close();
-    await stores.file.close();
-    await gcs.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => fx.close());
 
-  function sessionFor(kind: 'file' | 'gcs', object: string) {
-    const source = kind === 'file' ? `file:${object}` : `gs://models/${object}`;
-    return createSourceSession<ChunkedFile>(
-      { ...manifestFile, sources: [source] },
-      {
-        stores: { forLocation: () => stores[kind] },
-        transfer,
-        metrics: createMetrics({ defaultMetrics: false }),
-        logger: createLogger({ level: 'silent' }),
-      },
-    );
-  }
-
-  function fetcherWith(options: { cacheBytes?: number; maxBytes?: number } = {}) {
-    const budget = createMemoryBudget({ maxBytes: options.maxBytes ?? 64 * CHUNK });
-    const fetcher = createChunkFetcher({
-      hasher: createInlineHasher(),
-      cacheBytes: options.cacheBytes ?? 0,
-      budget,
-    });
-    return { budget, fetcher };
-  }
+  const sessionFor = (kind: 'file' | 'gcs', object: string) => fx.sessionFor(kind, object);
+  const fetcherWith = (options: { cacheBytes?: number; maxBytes?: number } = {}) => fx.fetcherWith(options);
 
   for (const kind of ['file', 'gcs'] as const) {
     describe(`when chunks are read from the ${kind} store`, () => {
@@ -188,7 +106,7 @@ describe('the chunk fetcher, at its edges', () => {
     it('does not keep its chunks in the memory cache', async () => {
       const { budget, fetcher } = fetcherWith({ cacheBytes: 1024 * 1024 });
       const session = sessionFor('file', 'good.bin');
-      const untrack = fetcher.track(manifestFile.digest);
+      const untrack = fetcher.track(fx.file.digest);
       (await fetcher.get(session, 0, live())).release();
       (await fetcher.get(session, 0, live())).release();
       assert.equal(fetcher.stats().sourceReads, 2);
@@ -202,8 +120,8 @@ describe('the chunk fetcher, at its edges', () => {
     it('counts it once: the other transfer alone no longer caches', async () => {
       const { fetcher } = fetcherWith({ cacheBytes: 1024 * 1024 });
       const session = sessionFor('file', 'good.bin');
-      const untrackA = fetcher.track(manifestFile.digest);
-      const untrackB = fetcher.track(manifestFile.digest);
+      const untrackA = fetcher.track(fx.file.digest);
+      const untrackB = fetcher.track(fx.file.digest);
       (await fetcher.get(session, 0, live())).release();
       (await fetcher.get(session, 0, live())).release();
       assert.equal(fetcher.stats().cacheHits, 1, 'two transfers: cached');
@@ -215,7 +133,7 @@ describe('the chunk fetcher, at its edges', () => {
       assert.equal(fetcher.stats().sourceReads, 3);
       untrackB();
       untrackB();
-      const untrackC = fetcher.track(manifestFile.digest);
+      const untrackC = fetcher.track(fx.file.digest);
       (await fetcher.get(session, 2, live())).release();
       (await fetcher.get(session, 2, live())).release();
       assert.equal(fetcher.stats().sourceReads, 5, 'a single new transfer does not cache either');
@@ -227,8 +145,8 @@ describe('the chunk fetcher, at its edges', () => {
     it('never caches the unverified chunk', async () => {
       const { fetcher, budget } = fetcherWith({ cacheBytes: 1024 * 1024 });
       const session = sessionFor('file', 'tampered.bin');
-      const untrackA = fetcher.track(manifestFile.digest);
-      const untrackB = fetcher.track(manifestFile.digest);
+      const untrackA = fetcher.track(fx.file.digest);
+      const untrackB = fetcher.track(fx.file.digest);
       (await fetcher.get(session, 1, live())).release();
       (await fetcher.get(session, 1, live())).release();
       assert.equal(fetcher.stats().sourceReads, 2);
@@ -257,7 +175,7 @@ describe('the chunk fetcher, at its edges', () => {
 
   describe('when one of two callers of a shared read leaves', () => {
     it('keeps reading for the other; when the last leaves, the read is aborted and its memory returns', async () => {
-      gcs.setBodyRate(256);
+      fx.gcs.setBodyRate(256);
       try {
         const { budget, fetcher } = fetcherWith();
         const session = sessionFor('gcs', 'good.bin');
@@ -285,7 +203,7 @@ describe('the chunk fetcher, at its edges', () => {
         await settle(() => budget.inUseBytes() === 0);
         assert.equal(budget.inUseBytes(), 0);
       } finally {
-        gcs.setBodyRate(0);
+        fx.gcs.setBodyRate(0);
       }
     });
   });
@@ -337,8 +255,7 @@ describe('the chunk fetcher, at its edges', () => {
       const cacheDir = await mkdtemp(join(tmpdir(), 'modelgate-fetcher-disk-'));
       try {
         const disk = await createChunkCache({ dir: cacheDir, maxBytes: 1024 * 1024 });
-        const budget = createMemoryBudget({ maxBytes: 64 * CHUNK });
-        const fetcher = createChunkFetcher({ hasher: createInlineHasher(), cacheBytes: 0, budget, disk });
+        const { budget, fetcher } = fx.fetcherWith({ disk });
         const good = sessionFor('file', 'good.bin');
         const first = await fetcher.get(good, 0, live());
         assert.equal(first.store, 'file');
