@@ -7,6 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,7 +17,7 @@ import { freePort } from '../helpers/ports.ts';
 import { generateTestKey } from '../helpers/tokens.ts';
 import { issuerConfig, serviceAccount } from './fixtures.ts';
 
-describe('when one of two issuers has keys and the other has not', () => {
+describe('when one issuer has keys and two have not', () => {
   let dir: string;
   let jwksFile: string;
   let missingFile: string;
@@ -88,5 +90,39 @@ describe('when one of two issuers has keys and the other has not', () => {
     assert.deepEqual(authenticator.pendingIssuers(), ['down']);
     assert.deepEqual(Object.keys(authenticator.issuerKeyProblems()), ['down']);
     assert.equal(authenticator.isReady(), false);
+  });
+});
+
+describe('when OIDC discovery names a plain-HTTP jwks_uri that is not on this machine', () => {
+  let server: Server;
+  let authenticator: TokenAuthenticator;
+  let issuer: string;
+  const fetched: string[] = [];
+
+  before(async () => {
+    server = createServer((req, res) => {
+      fetched.push(req.url ?? '');
+      res.setHeader('content-type', 'application/json');
+      // Keys over plain HTTP from another host could be swapped on the way: never fetch them.
+      res.end(JSON.stringify({ issuer, jwks_uri: 'http://keys.invalid/jwks' }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    authenticator = createAuthenticator({
+      issuers: [issuerConfig({ name: 'oidc', issuer, discovery: true, timeoutSeconds: 2 })],
+      serviceAccounts: [serviceAccount({ name: 'sa', issuer: 'oidc', subject: 'system:serviceaccount:a:b' })],
+      tokenCacheEntries: 0,
+    });
+    await authenticator.start();
+  });
+  after(async () => {
+    authenticator.close();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it('refuses the document before fetching any key, and says why', () => {
+    assert.deepEqual(fetched, ['/.well-known/openid-configuration']);
+    assert.equal(authenticator.isReady(), false);
+    assert.match(authenticator.issuerKeyProblems().oidc ?? '', /expected an https jwks_uri/);
   });
 });
