@@ -73,7 +73,8 @@ describe('when one issuer has keys and two have not', () => {
     assert.deepEqual(authenticator.pendingIssuers(), ['later', 'down']);
     const problems = authenticator.issuerKeyProblems();
     assert.deepEqual(Object.keys(problems), ['later', 'down']);
-    assert.match(problems.later ?? '', /ENOENT/, 'the file error as Node reports it');
+    // The file error as Node reports it, nothing added (it has no cause).
+    assert.equal(problems.later, `ENOENT: no such file or directory, open '${missingFile}'`);
     assert.ok(!(problems.later ?? '').includes('\n    at '), 'one line, no stack');
     // A fetch error's own message says little ("fetch failed"); its cause names the refused connection.
     assert.match(problems.down ?? '', /ECONNREFUSED/);
@@ -124,5 +125,26 @@ describe('when OIDC discovery names a plain-HTTP jwks_uri that is not on this ma
     assert.deepEqual(fetched, ['/.well-known/openid-configuration']);
     assert.equal(authenticator.isReady(), false);
     assert.match(authenticator.issuerKeyProblems().oidc ?? '', /expected an https jwks_uri/);
+  });
+});
+
+describe('when the reason a key file did not load is longer than a log line should be', () => {
+  it('names it in at most 300 characters', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mg-authenticator-long-'));
+    // ENOENT's message quotes the path: a deep one makes it longer than 300 characters.
+    const deep = join(dir, 'a'.repeat(200), 'b'.repeat(200), 'jwks.json');
+    const authenticator = createAuthenticator({
+      issuers: [issuerConfig({ name: 'deep', issuer: 'https://deep.example.com', jwksFile: deep })],
+      serviceAccounts: [serviceAccount({ name: 'sa', issuer: 'deep', subject: 'system:serviceaccount:a:b' })],
+      tokenCacheEntries: 0,
+    });
+    try {
+      const reason = authenticator.issuerKeyProblems().deep ?? '';
+      assert.equal(reason.length, 300);
+      assert.ok(reason.startsWith('ENOENT: no such file or directory'));
+    } finally {
+      authenticator.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
