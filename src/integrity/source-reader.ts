@@ -218,7 +218,10 @@ export async function readFromSources(
         );
         if (!retrying) break;
         session.metrics.sourceRetries.inc({ store: store.kind, reason: retryable.reason });
-        await sleep(delay, undefined, { signal });
+        // Like every other wait here, a caller going away ends it with the caller's reason.
+        await sleep(delay, undefined, { signal }).catch((error: unknown) => {
+          throw signal.reason ?? error;
+        });
       }
     }
   }

@@ -155,6 +155,10 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
 
   /** Relays the first `limit` body bytes, then calls `done` once (and relays nothing more). */
   function relayBytes(answer: IncomingMessage, res: ServerResponse, limit: number, done: () => void) {
+    if (limit <= 0) {
+      done();
+      return;
+    }
     let sent = 0;
     answer.on('data', (chunk: Buffer) => {
       if (sent >= limit) return;

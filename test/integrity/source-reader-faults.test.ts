@@ -18,7 +18,12 @@ import type { Store } from '../../src/stores/store.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
 import { type GcsServer, startGcsServer } from '../helpers/gcs-server.ts';
-import { type HttpFaultProxy, rangeOf, startHttpFaultProxy } from '../helpers/http-fault-proxy.ts';
+import {
+  gcsRateLimited,
+  type HttpFaultProxy,
+  rangeOf,
+  startHttpFaultProxy,
+} from '../helpers/http-fault-proxy.ts';
 import { seriesValue } from '../helpers/metric-values.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
 
@@ -27,7 +32,7 @@ const BYTES = randomBytesSeeded(SIZE, 31);
 const LOCATION = 'gs://models/m.bin';
 const IDLE_SECONDS = 0.4;
 
-function transferWith(retries: number): TransferConfig {
+function transferWith(retries: number, backoff: Partial<TransferConfig> = {}): TransferConfig {
   return {
     readAhead: 2,
     chunkCacheBytes: 0,
@@ -38,6 +43,7 @@ function transferWith(retries: number): TransferConfig {
     retryBackoffMs: 0,
     retryBackoffMaxMs: 0,
     retryBudgetSeconds: 30,
+    ...backoff,
   };
 }
 
@@ -80,12 +86,12 @@ describe('reading a source whose body goes wrong half-way', () => {
     proxy.clearRequests();
   });
 
-  function session(retries: number) {
+  function session(retries: number, backoff: Partial<TransferConfig> = {}) {
     return createSourceSession(
       { path: 'm.bin', size: SIZE, sources: [LOCATION] } as unknown as ManifestFile,
       {
         stores: { forLocation: () => store },
-        transfer: transferWith(retries),
+        transfer: transferWith(retries, backoff),
         metrics: createMetrics({ defaultMetrics: false }),
         logger: createLogger({ level: 'silent' }),
       },
@@ -157,6 +163,16 @@ describe('reading a source whose body goes wrong half-way', () => {
       assert.equal(bytes().length, 70_000);
     });
 
+    it('an answer with headers but no body byte at all is retried as a broken connection too', async () => {
+      proxy.addFault({ urlIncludes: 'alt=media', from: 1, truncateBodyAfterBytes: 0 });
+      const s = session(1);
+      const { sink, bytes } = collectingSink();
+      await readFromSources(s, { start: 0, end: SIZE }, sink, new AbortController().signal);
+      assert.deepEqual(bytes(), BYTES);
+      assert.deepEqual(mediaRanges(), [`bytes=0-${SIZE - 1}`, `bytes=0-${SIZE - 1}`]);
+      assert.equal(await seriesValue(s.metrics.sourceRetries, { store: 'gcs', reason: 'connection' }), 1);
+    });
+
     it('a body that ends exactly at the end of the object is a short object, not a failure', async () => {
       // The object is SIZE bytes; asking one byte more is how the final piece proves where the object ends.
       const s = session(0);
@@ -195,6 +211,27 @@ describe('reading a source whose body goes wrong half-way', () => {
           );
         },
       );
+    });
+  });
+
+  describe('when the caller goes away while a retry waits out Retry-After', () => {
+    it("stops waiting at once and rejects with the caller's reason", async () => {
+      proxy.addFault({ urlIncludes: 'alt=media', from: 1, ...gcsRateLimited({ retryAfter: '5' }) });
+      const s = session(1, { retryBackoffMs: 100, retryBackoffMaxMs: 10_000 });
+      const { sink } = collectingSink();
+      const gone = new AbortController();
+      setTimeout(() => gone.abort(new Error('client went away')), 300);
+      const started = performance.now();
+      await assert.rejects(
+        readFromSources(s, { start: 0, end: SIZE }, sink, gone.signal),
+        /client went away/,
+      );
+      // The wait would have lasted 5 s; the abort ends it.
+      assert.ok(
+        performance.now() - started < 3000,
+        `rejected after ${Math.round(performance.now() - started)} ms`,
+      );
+      assert.equal(mediaRanges().length, 1, 'the retry was never sent');
     });
   });
 });
