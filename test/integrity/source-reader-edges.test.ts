@@ -12,7 +12,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ManifestFile } from '../../src/catalog/release.types.ts';
-import type { TransferConfig } from '../../src/config/config.types.ts';
 import { isModelgateError } from '../../src/errors.ts';
 import {
   createSourceSession,
@@ -29,23 +28,9 @@ import { createMetrics } from '../../src/telemetry/metrics.ts';
 import { type GcsServer, startGcsServer } from '../helpers/gcs-server.ts';
 import { seriesValue } from '../helpers/metric-values.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
+import { transferConfig } from '../helpers/transfer-config.ts';
 
 const BYTES = randomBytesSeeded(64 * 1024 + 17, 5);
-
-function transferWith(overrides: Partial<TransferConfig> = {}): TransferConfig {
-  return {
-    readAhead: 2,
-    chunkCacheBytes: 0,
-    maxBufferedBytes: 8 * 1024 * 1024,
-    memoryWaitSeconds: 1,
-    hashWorkers: false,
-    retries: 0,
-    retryBackoffMs: 0,
-    retryBackoffMaxMs: 0,
-    retryBudgetSeconds: 30,
-    ...overrides,
-  };
-}
 
 /** A sink that collects what arrives, checking every offset is where the previous buffer ended. */
 function collectingSink(start: number) {
@@ -69,7 +54,7 @@ function fileEntry(sources: string[], size = BYTES.length): ManifestFile {
 }
 
 describe('the retry wait (retryDelayMs)', () => {
-  const transfer = transferWith({ retryBackoffMs: 100, retryBackoffMaxMs: 1000 });
+  const transfer = transferConfig({ retryBackoffMs: 100, retryBackoffMaxMs: 1000 });
   const samples = (retry: number, retryAfterMs?: number) =>
     Array.from({ length: 300 }, () => retryDelayMs(transfer, retry, retryAfterMs));
 
@@ -135,7 +120,7 @@ describe('reading a piece from its sources', () => {
       location.startsWith('file:') ? fileStore : location.startsWith('gs://') ? gcsStore : undefined,
   };
 
-  function session(sources: string[], transfer = transferWith(), size = BYTES.length) {
+  function session(sources: string[], transfer = transferConfig(), size = BYTES.length) {
     const metrics = createMetrics({ defaultMetrics: false });
     return createSourceSession(fileEntry(sources, size), {
       stores: lookup,
@@ -208,7 +193,7 @@ describe('reading a piece from its sources', () => {
 
   describe('when the first source does not hold the object', () => {
     it('moves on to the mirror, remembers it as preferred, and counts not_found', async () => {
-      const s = session(['file:missing.bin', 'gs://models/m.bin'], transferWith({ retries: 3 }));
+      const s = session(['file:missing.bin', 'gs://models/m.bin'], transferConfig({ retries: 3 }));
       const { sink, bytes } = collectingSink(0);
       const kind = await readFromSources(s, { start: 0, end: 3000 }, sink, new AbortController().signal);
       assert.equal(kind, 'gcs');
@@ -263,7 +248,7 @@ describe('reading a piece from its sources', () => {
 
   describe('when the source answers 503 fewer times than the retries allow', () => {
     it('retries the same location and delivers the bytes, counting each retry', async () => {
-      const s = session(['gs://models/m.bin', 'file:m.bin'], transferWith({ retries: 2 }));
+      const s = session(['gs://models/m.bin', 'file:m.bin'], transferConfig({ retries: 2 }));
       gcs.failNext(2, 503);
       const { sink, bytes } = collectingSink(0);
       assert.equal(
@@ -279,7 +264,7 @@ describe('reading a piece from its sources', () => {
 
   describe('when the source keeps failing past its retries', () => {
     it('tries it 1 + retries times, then fails over to the mirror', async () => {
-      const s = session(['gs://models/m.bin', 'file:m.bin'], transferWith({ retries: 1 }));
+      const s = session(['gs://models/m.bin', 'file:m.bin'], transferConfig({ retries: 1 }));
       gcs.failNext(2, 503);
       gcs.clearRequests();
       const { sink, bytes } = collectingSink(0);
@@ -294,7 +279,7 @@ describe('reading a piece from its sources', () => {
     });
 
     it('with retries 0, fails at once with MG_SOURCE_FAILED when there is no mirror', async () => {
-      const s = session(['gs://models/m.bin'], transferWith({ retries: 0 }));
+      const s = session(['gs://models/m.bin'], transferConfig({ retries: 0 }));
       gcs.failNext(1, 503);
       gcs.clearRequests();
       const { sink } = collectingSink(0);
@@ -311,7 +296,7 @@ describe('reading a piece from its sources', () => {
       // The wait is at least Retry-After-free jitter below 60 s; a budget of 0 s leaves no room for any wait > 0.
       const s = session(
         ['gs://models/m.bin', 'file:m.bin'],
-        transferWith({
+        transferConfig({
           retries: 5,
           retryBackoffMs: 60_000,
           retryBackoffMaxMs: 60_000,
@@ -334,7 +319,7 @@ describe('reading a piece from its sources', () => {
 
   describe('when the source answers 403', () => {
     it('does not retry it and moves on', async () => {
-      const s = session(['gs://models/m.bin', 'file:m.bin'], transferWith({ retries: 3 }));
+      const s = session(['gs://models/m.bin', 'file:m.bin'], transferConfig({ retries: 3 }));
       gcs.failNext(1, 403);
       gcs.clearRequests();
       const { sink } = collectingSink(0);
@@ -356,7 +341,7 @@ describe('reading a piece from its sources', () => {
       const metrics = createMetrics({ defaultMetrics: false });
       const s = createSourceSession(fileEntry(['gs://models/m.bin']), {
         stores: { forLocation: () => slow },
-        transfer: transferWith(),
+        transfer: transferConfig(),
         metrics,
         logger: createLogger({ level: 'silent' }),
       });
@@ -418,7 +403,7 @@ describe('reading a piece from its sources', () => {
 
   describe('when the retry budget is zero and the wait is zero', () => {
     it('still retries: a retry that ends exactly at the budget is allowed', async () => {
-      const s = session(['gs://models/m.bin'], transferWith({ retries: 1, retryBudgetSeconds: 0 }));
+      const s = session(['gs://models/m.bin'], transferConfig({ retries: 1, retryBudgetSeconds: 0 }));
       gcs.failNext(1, 503);
       gcs.clearRequests();
       const { sink, bytes } = collectingSink(0);
@@ -433,7 +418,7 @@ describe('reading a piece from its sources', () => {
       const lines: Array<Record<string, unknown>> = [];
       const s = createSourceSession(fileEntry(['gs://models/m.bin']), {
         stores: lookup,
-        transfer: transferWith({ retries: 1 }),
+        transfer: transferConfig({ retries: 1 }),
         metrics: createMetrics({ defaultMetrics: false }),
         logger: createLogger({
           level: 'warn',
@@ -465,7 +450,7 @@ describe('reading a piece from its sources', () => {
       });
       const s = createSourceSession(fileEntry(['gs://models/m.bin']), {
         stores: { forLocation: () => steady },
-        transfer: transferWith(),
+        transfer: transferConfig(),
         metrics: createMetrics({ defaultMetrics: false }),
         logger: createLogger({ level: 'silent' }),
       });
@@ -523,7 +508,7 @@ describe('reading a piece from its sources', () => {
 
   describe('when the caller goes away while the sink is writing', () => {
     it("rejects with the caller's reason and does not try the mirror", async () => {
-      const s = session(['file:m.bin', 'gs://models/m.bin'], transferWith({ retries: 3 }));
+      const s = session(['file:m.bin', 'gs://models/m.bin'], transferConfig({ retries: 3 }));
       const gone = new AbortController();
       gcs.clearRequests();
       const sink: PieceSink = {
@@ -541,7 +526,7 @@ describe('reading a piece from its sources', () => {
 
   describe('when the stream breaks after bytes arrived', () => {
     it('retries the same location from the resume offset, as a connection retry', async () => {
-      const s = session(['file:m.bin'], transferWith({ retries: 1 }));
+      const s = session(['file:m.bin'], transferConfig({ retries: 1 }));
       const parts: Buffer[] = [];
       let received = 0;
       let broke = false;

@@ -26,26 +26,12 @@ import {
 } from '../helpers/http-fault-proxy.ts';
 import { seriesValue } from '../helpers/metric-values.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
+import { transferConfig } from '../helpers/transfer-config.ts';
 
 const SIZE = 200 * 1024;
 const BYTES = randomBytesSeeded(SIZE, 31);
 const LOCATION = 'gs://models/m.bin';
 const IDLE_SECONDS = 0.4;
-
-function transferWith(retries: number, backoff: Partial<TransferConfig> = {}): TransferConfig {
-  return {
-    readAhead: 2,
-    chunkCacheBytes: 0,
-    maxBufferedBytes: 8 * 1024 * 1024,
-    memoryWaitSeconds: 1,
-    hashWorkers: false,
-    retries,
-    retryBackoffMs: 0,
-    retryBackoffMaxMs: 0,
-    retryBudgetSeconds: 30,
-    ...backoff,
-  };
-}
 
 /** Collects what arrives; a retry resumes from the bytes already collected. */
 function collectingSink() {
@@ -91,7 +77,7 @@ describe('reading a source whose body goes wrong half-way', () => {
       { path: 'm.bin', size: SIZE, sources: [LOCATION] } as unknown as ManifestFile,
       {
         stores: { forLocation: () => store },
-        transfer: transferWith(retries, backoff),
+        transfer: transferConfig({ retries, ...backoff }),
         metrics: createMetrics({ defaultMetrics: false }),
         logger: createLogger({ level: 'silent' }),
       },
