@@ -10,30 +10,19 @@
  * Each case runs in a child process (the variables are process-wide).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { type BlobOrigin, startBlobOrigin } from '../helpers/blob-origin.ts';
 import {
   GOOGLE_TOKEN_URL,
   type OAuthTokenServer,
   startOAuthTokenServer,
 } from '../helpers/oauth-token-server.ts';
+import { type ProbeResult, runStoreProbe } from '../helpers/run-store-probe.ts';
 
-const run = promisify(execFile);
-const PROBE = new URL('../helpers/store-probe.ts', import.meta.url).pathname;
 const ACCOUNT = 'modelgateacct';
 const CONTAINER = 'models';
 const BLOB = 'fraud/1.0/model.bin';
-
-interface ProbeResult {
-  ok: boolean;
-  size?: number;
-  sha256?: string;
-  code?: string;
-  message?: string;
-}
 
 describe('Azure credentials from a client secret (DefaultAzureCredential)', () => {
   let oauth: OAuthTokenServer;
@@ -44,36 +33,27 @@ describe('Azure credentials from a client secret (DefaultAzureCredential)', () =
   const bytes = randomBytes(150_000);
   const sha256 = createHash('sha256').update(bytes).digest('hex');
 
-  async function probe(secret: string): Promise<ProbeResult> {
-    const base = Object.fromEntries(
-      Object.entries(process.env).filter(
-        ([name]) => !/^(AZURE_|IDENTITY_|MSI_|HTTPS?_PROXY$|NO_PROXY$)/i.test(name),
-      ),
-    );
-    const stores = {
-      azure: {
-        accounts: { [ACCOUNT]: { endpoint: `${origin.url}/${ACCOUNT}` } },
-        maxSockets: 4,
-        timeouts: { connectSeconds: 2, firstByteSeconds: 10, idleSeconds: 10 },
-      },
-    };
-    const { stdout } = await run(
-      process.execPath,
-      [PROBE, JSON.stringify({ stores, location: `az://${ACCOUNT}/${CONTAINER}/${BLOB}` })],
-      {
-        env: {
-          ...base,
-          AZURE_TENANT_ID: tenantId,
-          AZURE_CLIENT_ID: clientId,
-          AZURE_CLIENT_SECRET: secret,
-          HTTPS_PROXY: oauth.url,
-          NO_PROXY: '127.0.0.1,localhost',
-          NODE_EXTRA_CA_CERTS: oauth.caFile,
+  function probe(secret: string): Promise<ProbeResult> {
+    return runStoreProbe({
+      stores: {
+        azure: {
+          accounts: { [ACCOUNT]: { endpoint: `${origin.url}/${ACCOUNT}` } },
+          maxSockets: 4,
+          timeouts: { connectSeconds: 2, firstByteSeconds: 10, idleSeconds: 10 },
         },
-        timeout: 90_000,
       },
-    );
-    return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as ProbeResult;
+      location: `az://${ACCOUNT}/${CONTAINER}/${BLOB}`,
+      dropEnv: /^(AZURE_|IDENTITY_|MSI_|HTTPS?_PROXY$|NO_PROXY$)/i,
+      env: {
+        AZURE_TENANT_ID: tenantId,
+        AZURE_CLIENT_ID: clientId,
+        AZURE_CLIENT_SECRET: secret,
+        HTTPS_PROXY: oauth.url,
+        NO_PROXY: '127.0.0.1,localhost',
+        NODE_EXTRA_CA_CERTS: oauth.caFile,
+      },
+      timeoutMs: 90_000,
+    });
   }
 
   before(async () => {

@@ -8,33 +8,22 @@
  * process-wide; see oauth-token-server.ts for why a proxy is needed at all).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { type GcsServer, startGcsServer } from '../helpers/gcs-server.ts';
 import {
   GOOGLE_TOKEN_URL,
   type OAuthTokenServer,
   startOAuthTokenServer,
 } from '../helpers/oauth-token-server.ts';
+import { type ProbeResult, runStoreProbe } from '../helpers/run-store-probe.ts';
 
-const run = promisify(execFile);
-const PROBE = new URL('../helpers/store-probe.ts', import.meta.url).pathname;
 const CLIENT_EMAIL = 'modelgate-reader@test-project.iam.gserviceaccount.com';
 const BUCKET = 'models';
 const NAME = 'fraud/1.0/model.bin';
-
-interface ProbeResult {
-  ok: boolean;
-  size?: number;
-  sha256?: string;
-  code?: string;
-  message?: string;
-}
 
 describe('GCS credentials from a service-account key file', () => {
   let dir: string;
@@ -58,37 +47,28 @@ describe('GCS credentials from a service-account key file', () => {
     });
   }
 
-  async function probe(keyFilename: string | undefined): Promise<ProbeResult> {
-    const base = Object.fromEntries(
-      Object.entries(process.env).filter(
-        ([name]) => !/^(GOOGLE_|GCLOUD_|HTTPS?_PROXY$|NO_PROXY$)/i.test(name),
-      ),
-    );
-    const stores = {
-      gcs: {
-        projectId: 'test-project',
-        apiEndpoint: gcs.url,
-        ...(keyFilename === undefined ? {} : { keyFilename }),
-        maxSockets: 4,
-        timeouts: { connectSeconds: 2, firstByteSeconds: 10, idleSeconds: 10 },
-      },
-    };
-    const { stdout } = await run(
-      process.execPath,
-      [PROBE, JSON.stringify({ stores, location: `gs://${BUCKET}/${NAME}` })],
-      {
-        env: {
-          ...base,
-          HTTPS_PROXY: oauth.url,
-          NO_PROXY: '127.0.0.1,localhost',
-          NODE_EXTRA_CA_CERTS: oauth.caFile,
-          // No metadata server: a missing key must not fall back to probing 169.254.169.254.
-          METADATA_SERVER_DETECTION: 'none',
+  function probe(keyFilename: string | undefined): Promise<ProbeResult> {
+    return runStoreProbe({
+      stores: {
+        gcs: {
+          projectId: 'test-project',
+          apiEndpoint: gcs.url,
+          ...(keyFilename === undefined ? {} : { keyFilename }),
+          maxSockets: 4,
+          timeouts: { connectSeconds: 2, firstByteSeconds: 10, idleSeconds: 10 },
         },
-        timeout: 60_000,
       },
-    );
-    return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as ProbeResult;
+      location: `gs://${BUCKET}/${NAME}`,
+      dropEnv: /^(GOOGLE_|GCLOUD_|HTTPS?_PROXY$|NO_PROXY$)/i,
+      env: {
+        HTTPS_PROXY: oauth.url,
+        NO_PROXY: '127.0.0.1,localhost',
+        NODE_EXTRA_CA_CERTS: oauth.caFile,
+        // No metadata server: a missing key must not fall back to probing 169.254.169.254.
+        METADATA_SERVER_DETECTION: 'none',
+      },
+      timeoutMs: 60_000,
+    });
   }
 
   before(async () => {

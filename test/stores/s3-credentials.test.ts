@@ -7,29 +7,18 @@
  * STS endpoint for the web-identity flow (AssumeRoleWithWebIdentity).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
+import { type ProbeResult, runStoreProbe } from '../helpers/run-store-probe.ts';
 import { type SigV4Origin, startSigV4Origin } from '../helpers/sigv4-origin.ts';
 import { type StsServer, startStsServer } from '../helpers/sts-server.ts';
 
-const run = promisify(execFile);
-const PROBE = new URL('../helpers/store-probe.ts', import.meta.url).pathname;
 const ROLE_ARN = 'arn:aws:iam::123456789012:role/modelgate-reader';
 const BUCKET = 'models';
 const KEY = 'fraud/1.0/model.bin';
-
-interface ProbeResult {
-  ok: boolean;
-  size?: number;
-  sha256?: string;
-  code?: string;
-  message?: string;
-}
 
 describe('S3 credentials from the default chain', () => {
   let dir: string;
@@ -41,32 +30,27 @@ describe('S3 credentials from the default chain', () => {
   const webIdentityToken = `eyJhbGciOiJSUzI1NiJ9.${randomBytes(24).toString('base64url')}.sig`;
 
   /** Runs the probe with only these AWS_* variables (none inherited) and no shared config files or IMDS. */
-  async function probe(env: Record<string, string>): Promise<ProbeResult> {
-    const base = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('AWS_')));
-    const stores = {
-      s3: {
-        region: 'us-east-1',
-        endpoint: origin.url,
-        forcePathStyle: true,
-        maxSockets: 4,
-        timeouts: { connectSeconds: 2, firstByteSeconds: 10, idleSeconds: 10 },
-      },
-    };
-    const { stdout } = await run(
-      process.execPath,
-      [PROBE, JSON.stringify({ stores, location: `s3://${BUCKET}/${KEY}` })],
-      {
-        env: {
-          ...base,
-          AWS_CONFIG_FILE: join(dir, 'no-config'),
-          AWS_SHARED_CREDENTIALS_FILE: join(dir, 'no-credentials'),
-          AWS_EC2_METADATA_DISABLED: 'true',
-          ...env,
+  function probe(env: Record<string, string>): Promise<ProbeResult> {
+    return runStoreProbe({
+      stores: {
+        s3: {
+          region: 'us-east-1',
+          endpoint: origin.url,
+          forcePathStyle: true,
+          maxSockets: 4,
+          timeouts: { connectSeconds: 2, firstByteSeconds: 10, idleSeconds: 10 },
         },
-        timeout: 60_000,
       },
-    );
-    return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as ProbeResult;
+      location: `s3://${BUCKET}/${KEY}`,
+      dropEnv: /^AWS_/,
+      env: {
+        AWS_CONFIG_FILE: join(dir, 'no-config'),
+        AWS_SHARED_CREDENTIALS_FILE: join(dir, 'no-credentials'),
+        AWS_EC2_METADATA_DISABLED: 'true',
+        ...env,
+      },
+      timeoutMs: 60_000,
+    });
   }
 
   before(async () => {
