@@ -250,26 +250,47 @@ describe('a whole-file transfer with the disk cache', () => {
     return { done, counter };
   }
 
+  /** A client that keeps every piece with the origin it was labelled with. */
   function collect() {
-    const received: Buffer[] = [];
+    const pieces: Array<{ bytes: Buffer; store: string }> = [];
     const target: TransferTarget = {
       headersSent: true,
-      async write(piece) {
-        received.push(Buffer.from(piece));
+      async write(piece, store) {
+        pieces.push({ bytes: Buffer.from(piece), store });
       },
       async end() {},
     };
-    return { target, received };
+    return {
+      target,
+      body: () => Buffer.concat(pieces.map((p) => p.bytes)),
+      stores: () => new Set(pieces.map((p) => p.store)),
+    };
+  }
+
+  /** A source folder `name` under the test folder holding m.bin. */
+  async function sourceRoot(name: string, content: Buffer = bytes) {
+    const root = join(dir, name);
+    await mkdir(root, { recursive: true });
+    await writeFile(join(root, 'm.bin'), content);
+    return root;
+  }
+
+  /** A logger at warn level whose lines are kept, parsed. */
+  function warningLog() {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({
+      level: 'warn',
+      destination: { write: (line: string) => lines.push(JSON.parse(line)) },
+    });
+    return { logger, lines };
   }
 
   describe('when the source holds other bytes than the manifest', () => {
     it('fails the transfer and caches nothing', async () => {
-      const root = join(dir, 'wrong');
-      const cacheDir = join(dir, 'cache-wrong');
-      await mkdir(root, { recursive: true });
       const wrong = Buffer.from(bytes);
       wrong[MiB] = (wrong[MiB] ?? 0) ^ 1;
-      await writeFile(join(root, 'm.bin'), wrong);
+      const root = await sourceRoot('wrong', wrong);
+      const cacheDir = join(dir, 'cache-wrong');
       const cache = await createChunkCache({ dir: cacheDir, maxBytes: 64 * MiB });
       const { done } = start(root, cache, collect().target);
       await assert.rejects(done, (error: { code?: string }) => error.code === 'MG_DIGEST_MISMATCH');
@@ -285,9 +306,7 @@ describe('a whole-file transfer with the disk cache', () => {
 
   describe('when the cached copy vanishes after it was checked', () => {
     it('reads the sources instead and sends the verified bytes', async () => {
-      const root = join(dir, 'right');
-      await mkdir(root, { recursive: true });
-      await writeFile(join(root, 'm.bin'), bytes);
+      const root = await sourceRoot('right');
       const real = await createChunkCache({ dir: join(dir, 'cache-vanish'), maxBytes: 64 * MiB });
       await real.putFile(hex, join(root, 'm.bin'));
       const cache: WholeFileCache = {
@@ -301,7 +320,7 @@ describe('a whole-file transfer with the disk cache', () => {
       const client = collect();
       const { done, counter } = start(root, cache, client.target);
       assert.deepEqual(await done, { bytes: bytes.length });
-      assert.ok(Buffer.concat(client.received).equals(bytes));
+      assert.ok(client.body().equals(bytes));
       assert.equal(counter.reads, 1);
       await real.close();
     });
@@ -309,9 +328,7 @@ describe('a whole-file transfer with the disk cache', () => {
 
   describe('when the client goes away while the cached copy is sent', () => {
     it('fails the transfer without reading the sources', async () => {
-      const root = join(dir, 'gone');
-      await mkdir(root, { recursive: true });
-      await writeFile(join(root, 'm.bin'), bytes);
+      const root = await sourceRoot('gone');
       const cache = await createChunkCache({ dir: join(dir, 'cache-gone'), maxBytes: 64 * MiB });
       await cache.putFile(hex, join(root, 'm.bin'));
       let writes = 0;
@@ -328,35 +345,12 @@ describe('a whole-file transfer with the disk cache', () => {
       await cache.close();
     });
   });
-  /** A client that keeps every piece with the origin it was labelled with. */
-  function labelled() {
-    const pieces: Array<{ bytes: Buffer; store: string }> = [];
-    const target: TransferTarget = {
-      headersSent: true,
-      async write(piece, store) {
-        pieces.push({ bytes: Buffer.from(piece), store });
-      },
-      async end() {},
-    };
-    return {
-      target,
-      body: () => Buffer.concat(pieces.map((p) => p.bytes)),
-      stores: () => new Set(pieces.map((p) => p.store)),
-    };
-  }
-
   describe('when a whole file is read from its source with the cache on', () => {
     it('keeps a verified copy once the digest matched, and the next transfer reads only that copy', async () => {
-      const root = join(dir, 'fill');
-      await mkdir(root, { recursive: true });
-      await writeFile(join(root, 'm.bin'), bytes);
-      const warnings: Array<Record<string, unknown>> = [];
-      const logger = createLogger({
-        level: 'warn',
-        destination: { write: (line: string) => warnings.push(JSON.parse(line)) },
-      });
+      const root = await sourceRoot('fill');
+      const { logger, lines: warnings } = warningLog();
       const cache = await createChunkCache({ dir: join(dir, 'cache-fill'), maxBytes: 64 * MiB });
-      const cold = labelled();
+      const cold = collect();
       const first = start(root, cache, cold.target, logger);
       assert.deepEqual(await first.done, { bytes: bytes.length });
       assert.ok(cold.body().equals(bytes));
@@ -367,7 +361,7 @@ describe('a whole-file transfer with the disk cache', () => {
       const path = await cache.getFile(hex, bytes.length, new AbortController().signal);
       assert.ok(path !== undefined, 'the verified file was committed to the cache');
 
-      const warm = labelled();
+      const warm = collect();
       const second = start(root, cache, warm.target, logger);
       assert.deepEqual(await second.done, { bytes: bytes.length });
       assert.ok(warm.body().equals(bytes));
@@ -379,9 +373,7 @@ describe('a whole-file transfer with the disk cache', () => {
 
   describe('when the cached copy cannot be read', () => {
     it('logs cache_read_failed once and sends the verified bytes from the source', async () => {
-      const root = join(dir, 'unreadable');
-      await mkdir(root, { recursive: true });
-      await writeFile(join(root, 'm.bin'), bytes);
+      const root = await sourceRoot('unreadable');
       const real = await createChunkCache({ dir: join(dir, 'cache-unreadable'), maxBytes: 64 * MiB });
       // A checked copy that is a folder by the time it is read: the read fails with EISDIR.
       const folder = join(dir, 'not-a-file');
@@ -390,12 +382,8 @@ describe('a whole-file transfer with the disk cache', () => {
         getFile: async () => folder,
         openFile: (...args) => real.openFile(...args),
       };
-      const warnings: Array<Record<string, unknown>> = [];
-      const logger = createLogger({
-        level: 'warn',
-        destination: { write: (line: string) => warnings.push(JSON.parse(line)) },
-      });
-      const client = labelled();
+      const { logger, lines: warnings } = warningLog();
+      const client = collect();
       const { done, counter } = start(root, cache, client.target, logger);
       assert.deepEqual(await done, { bytes: bytes.length });
       assert.ok(client.body().equals(bytes));
