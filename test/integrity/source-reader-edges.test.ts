@@ -25,29 +25,13 @@ import { createGcsStore } from '../../src/stores/gcs/gcs-store.ts';
 import type { Store } from '../../src/stores/store.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
+import { collectingSink } from '../helpers/collecting-sink.ts';
 import { type GcsServer, startGcsServer } from '../helpers/gcs-server.ts';
 import { seriesValue } from '../helpers/metric-values.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
 import { transferConfig } from '../helpers/transfer-config.ts';
 
 const BYTES = randomBytesSeeded(64 * 1024 + 17, 5);
-
-/** A sink that collects what arrives, checking every offset is where the previous buffer ended. */
-function collectingSink(start: number) {
-  const parts: Buffer[] = [];
-  let next = start;
-  const offsets: number[] = [];
-  const sink: PieceSink = {
-    onData(buffer, offset) {
-      offsets.push(offset);
-      assert.equal(offset, next, 'each buffer starts where the previous one ended');
-      next += buffer.length;
-      parts.push(Buffer.from(buffer));
-    },
-    resumeOffset: () => next,
-  };
-  return { sink, bytes: () => Buffer.concat(parts), offsets };
-}
 
 function fileEntry(sources: string[], size = BYTES.length): ManifestFile {
   return { path: 'm.bin', size, sha256: `sha256:${'0'.repeat(64)}`, sources } as unknown as ManifestFile;

@@ -12,11 +12,12 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import type { ManifestFile } from '../../src/catalog/release.types.ts';
 import type { TransferConfig } from '../../src/config/config.types.ts';
 import { isModelgateError, type ModelgateError } from '../../src/errors.ts';
-import { createSourceSession, type PieceSink, readFromSources } from '../../src/integrity/source-reader.ts';
+import { createSourceSession, readFromSources } from '../../src/integrity/source-reader.ts';
 import { createGcsStore } from '../../src/stores/gcs/gcs-store.ts';
 import type { Store } from '../../src/stores/store.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
+import { collectingSink } from '../helpers/collecting-sink.ts';
 import { type GcsServer, startGcsServer } from '../helpers/gcs-server.ts';
 import {
   gcsRateLimited,
@@ -32,21 +33,6 @@ const SIZE = 200 * 1024;
 const BYTES = randomBytesSeeded(SIZE, 31);
 const LOCATION = 'gs://models/m.bin';
 const IDLE_SECONDS = 0.4;
-
-/** Collects what arrives; a retry resumes from the bytes already collected. */
-function collectingSink() {
-  const parts: Buffer[] = [];
-  let next = 0;
-  const sink: PieceSink = {
-    onData(buffer, offset) {
-      assert.equal(offset, next, 'each buffer starts where the previous one ended');
-      next += buffer.length;
-      parts.push(Buffer.from(buffer));
-    },
-    resumeOffset: () => next,
-  };
-  return { sink, bytes: () => Buffer.concat(parts) };
-}
 
 describe('reading a source whose body goes wrong half-way', () => {
   let gcs: GcsServer;
