@@ -17,7 +17,6 @@ import { join } from 'node:path';
 import type { ChunkCache } from '../../src/cache/index.ts';
 import { isChunked } from '../../src/catalog/manifest.ts';
 import type { ChunkedFile } from '../../src/catalog/release.types.ts';
-import type { TransferConfig } from '../../src/config/config.types.ts';
 import { createChunkFetcher } from '../../src/integrity/chunk-fetcher.ts';
 import { createInlineHasher, type Hasher } from '../../src/integrity/hasher.ts';
 import { createMemoryBudget } from '../../src/integrity/memory-budget.ts';
@@ -28,6 +27,7 @@ import { createLogger } from '../../src/telemetry/logger.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
 import { type GcsServer, startGcsServer } from './gcs-server.ts';
 import { buildManifest } from './releases.ts';
+import { transferConfig } from './transfer-config.ts';
 
 export type FixtureStore = 'file' | 'gcs';
 
@@ -48,17 +48,7 @@ export interface FetcherFixture {
   close(): Promise<void>;
 }
 
-const transfer: TransferConfig = {
-  readAhead: 2,
-  chunkCacheBytes: 0,
-  maxBufferedBytes: 64 * 1024 * 1024,
-  memoryWaitSeconds: 5,
-  hashWorkers: false,
-  retries: 0,
-  retryBackoffMs: 0,
-  retryBackoffMaxMs: 0,
-  retryBudgetSeconds: 30,
-};
+const transfer = transferConfig({ maxBufferedBytes: 64 * 1024 * 1024, memoryWaitSeconds: 5 });
 
 export async function startFetcherFixture(options: {
   chunkSize: number;

@@ -15,7 +15,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isChunked } from '../../src/catalog/manifest.ts';
 import type { ChunkedFile, WholeFile } from '../../src/catalog/release.types.ts';
-import type { TransferConfig } from '../../src/config/config.types.ts';
 import { isModelgateError, type ModelgateError } from '../../src/errors.ts';
 import { createChunkFetcher } from '../../src/integrity/chunk-fetcher.ts';
 import { createInlineHasher } from '../../src/integrity/hasher.ts';
@@ -35,6 +34,7 @@ import { createMetrics } from '../../src/telemetry/metrics.ts';
 import { type GcsServer, startGcsServer } from '../helpers/gcs-server.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
 import { buildManifest } from '../helpers/releases.ts';
+import { transferConfig } from '../helpers/transfer-config.ts';
 
 const CHUNK = 4096;
 const SIZE = 4 * CHUNK + 100;
@@ -50,17 +50,11 @@ const OBJECTS: Record<string, Buffer> = {
   'long.bin': LONG,
 };
 
-const transfer: TransferConfig = {
+const transfer = transferConfig({
   readAhead: 3,
-  chunkCacheBytes: 0,
   maxBufferedBytes: 64 * CHUNK,
   memoryWaitSeconds: 5,
-  hashWorkers: false,
-  retries: 0,
-  retryBackoffMs: 0,
-  retryBackoffMaxMs: 0,
-  retryBudgetSeconds: 30,
-};
+});
 
 function recordingTarget() {
   const writes: Array<{ bytes: Buffer; store: string }> = [];

@@ -23,6 +23,7 @@ import { createLogger } from '../../src/telemetry/logger.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
 import { buildManifest } from '../helpers/releases.ts';
+import { transferConfig } from '../helpers/transfer-config.ts';
 
 const MiB = 1024 * 1024;
 const CHUNKS = 8;
@@ -103,17 +104,11 @@ describe('a chunk-mode transfer under memory pressure', () => {
       );
       const session = createSourceSession(file, {
         stores: { forLocation: () => store },
-        transfer: {
+        transfer: transferConfig({
           readAhead: CHUNKS,
-          chunkCacheBytes: 0,
           maxBufferedBytes: 2 * (MiB + 1),
           memoryWaitSeconds: 5,
-          hashWorkers: false,
-          retries: 0,
-          retryBackoffMs: 0,
-          retryBackoffMaxMs: 0,
-          retryBudgetSeconds: 30,
-        },
+        }),
         metrics: createMetrics({ defaultMetrics: false }),
         logger: createLogger({ level: 'silent' }),
       });
@@ -150,17 +145,7 @@ describe('a chunk-mode transfer under memory pressure', () => {
       });
       const session = createSourceSession(file, {
         stores: { forLocation: () => store },
-        transfer: {
-          readAhead: 4,
-          chunkCacheBytes: 0,
-          maxBufferedBytes: 4 * (MiB + 1),
-          memoryWaitSeconds: 5,
-          hashWorkers: false,
-          retries: 0,
-          retryBackoffMs: 0,
-          retryBackoffMaxMs: 0,
-          retryBudgetSeconds: 30,
-        },
+        transfer: transferConfig({ readAhead: 4, maxBufferedBytes: 4 * (MiB + 1), memoryWaitSeconds: 5 }),
         metrics: createMetrics({ defaultMetrics: false }),
         logger: createLogger({ level: 'silent' }),
       });
@@ -223,17 +208,7 @@ describe('a whole-file transfer with the disk cache', () => {
     const { store, counter } = countingStore(createFileStore({ root, timeouts }));
     const session = createSourceSession(file, {
       stores: { forLocation: () => store },
-      transfer: {
-        readAhead: 4,
-        chunkCacheBytes: 0,
-        maxBufferedBytes: 8 * MiB,
-        memoryWaitSeconds: 5,
-        hashWorkers: false,
-        retries: 0,
-        retryBackoffMs: 0,
-        retryBackoffMaxMs: 0,
-        retryBudgetSeconds: 30,
-      },
+      transfer: transferConfig({ readAhead: 4, maxBufferedBytes: 8 * MiB, memoryWaitSeconds: 5 }),
       metrics: createMetrics({ defaultMetrics: false }),
       logger,
     });
