@@ -13,6 +13,7 @@ import { runCli } from '../fetch/run-cli.ts';
 import type { S3rverEmulator } from '../helpers/emulators.ts';
 import { startS3rver } from '../helpers/emulators.ts';
 import { type HttpFaultProxy, startHttpFaultProxy } from '../helpers/http-fault-proxy.ts';
+import { sampleSum } from '../helpers/metric-values.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
 import { buildManifest, releaseDigest, signRelease, writeRelease } from '../helpers/releases.ts';
 import { createServeFixture, type ServeFixture } from '../helpers/serve-fixture.ts';
@@ -20,20 +21,6 @@ import { type ServeProcess, startServeProcess } from '../helpers/serve-process.t
 
 const MiB = 1024 * 1024;
 const BUCKET = 'models';
-
-/** Sum of a metric's samples in Prometheus text. */
-function sampleSum(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? ([^ ]+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const found = Object.fromEntries(
-      [...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]),
-    );
-    if (Object.entries(labels).every(([k, v]) => found[k] === v)) sum += Number(match[4]);
-  }
-  return sum;
-}
 
 async function metric(proxy: ServeProcess, name: string, labels: Record<string, string> = {}) {
   return sampleSum(await (await fetch(`${proxy.adminUrl}/metrics`)).text(), name, labels);

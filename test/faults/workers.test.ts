@@ -4,6 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { sampleSum } from '../helpers/metric-values.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
 import { buildManifest, releaseDigest, signRelease, writeRelease } from '../helpers/releases.ts';
 import { createServeFixture, type ServeFixture } from '../helpers/serve-fixture.ts';
@@ -46,20 +47,6 @@ async function waitForReadyWorkers(adminUrl: string, count: number, timeoutMs = 
     if (Date.now() > deadline) throw new Error(`not ${count} ready workers: ${JSON.stringify(answer)}`);
     await sleep(50);
   }
-}
-
-/** Sum of a metric's samples in Prometheus text. */
-function sampleSum(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? ([^ ]+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const found = Object.fromEntries(
-      [...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]),
-    );
-    if (Object.entries(labels).every(([k, v]) => found[k] === v)) sum += Number(match[4]);
-  }
-  return sum;
 }
 
 async function metricsText(adminUrl: string): Promise<string> {

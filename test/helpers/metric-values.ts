@@ -12,3 +12,17 @@ export async function seriesValue<T extends string>(
   );
   return found?.value ?? 0;
 }
+
+/** Sum of a metric's samples in Prometheus text (a `/metrics` answer), parsed line by line, over the series matching `labels`. */
+export function sampleSum(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? ([^ ]+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const found = Object.fromEntries(
+      [...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]),
+    );
+    if (Object.entries(labels).every(([k, v]) => found[k] === v)) sum += Number(match[4]);
+  }
+  return sum;
+}

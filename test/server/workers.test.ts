@@ -6,24 +6,11 @@ import { after, before, describe, it } from 'node:test';
 import type { ReadinessReport } from '../../src/server/admin.ts';
 import { countFailures, restartDelayMs } from '../../src/server/restart-backoff.ts';
 import { aggregateReadiness, type WorkerStatus } from '../../src/server/worker-readiness.ts';
+import { sampleSum } from '../helpers/metric-values.ts';
 import { randomBytesSeeded } from '../helpers/proxy.ts';
 import { buildManifest, releaseDigest, signRelease, writeRelease } from '../helpers/releases.ts';
 import { createServeFixture, type ServeFixture } from '../helpers/serve-fixture.ts';
 import { startServeProcess } from '../helpers/serve-process.ts';
-
-/** Sum of a metric's samples in Prometheus text, parsed line by line. */
-function sampleSum(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? ([^ ]+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const found = Object.fromEntries(
-      [...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]),
-    );
-    if (Object.entries(labels).every(([k, v]) => found[k] === v)) sum += Number(match[4]);
-  }
-  return sum;
-}
 
 describe('serve --workers 2', () => {
   let fixture: ServeFixture;
