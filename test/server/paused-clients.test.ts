@@ -91,7 +91,8 @@ function pausedClient(url: URL, token: string): PausedClient {
       const code =
         status === 200
           ? undefined
-          : (JSON.parse(Buffer.concat(errorBody).toString()) as { code?: string }).code;
+          : // Refusals answer `{ "error": { "code", "message" } }` (src/errors.ts errorBody).
+            (JSON.parse(Buffer.concat(errorBody).toString()) as { error?: { code?: string } }).error?.code;
       resolve({
         status,
         bodyDigest: `sha256:${body.digest('hex')}`,
